@@ -1,0 +1,82 @@
+/**
+ * The CNI protocol boundary: environment and stdin in, result or error JSON on
+ * stdout and an exit code out. It is the only place an error becomes the
+ * spec's `{cniVersion, code, msg, details}`; logs go to stderr.
+ */
+import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
+import { parseEnv } from "./spec/env.ts";
+import { decodeObject, readBounded } from "./spec/input.ts";
+import { isObject } from "./spec/config.ts";
+import { LATEST_VERSION, parseSemver, SUPPORTED_VERSIONS } from "./spec/version.ts";
+import { runBuiltin } from "./invoke.ts";
+import type { InvokeContext, Registry } from "./plugin.ts";
+import { CHAIN_TYPE } from "./plugins/cnichain/mod.ts";
+
+export interface BoundaryIo {
+  getEnv(name: string): string | undefined;
+  stdin: ReadableStream<Uint8Array>;
+  stdout(text: string): void;
+  stderr(text: string): void;
+  /** Set when the program was invoked under a built-in plugin's name (multi-call). */
+  invokedAs?: string;
+}
+
+/** The cniVersion to put in an error, taken from the config when it can be seen. */
+function versionForError(config: Record<string, unknown> | undefined): string {
+  const v = config?.cniVersion;
+  return typeof v === "string" && parseSemver(v) ? v : LATEST_VERSION;
+}
+
+/** Handles one CNI invocation; returns the exit code. */
+export async function dispatch(
+  io: BoundaryIo,
+  registry: Registry,
+  context: Omit<InvokeContext, "registry" | "stepPrefix">,
+): Promise<number> {
+  let config: Record<string, unknown> | undefined;
+  try {
+    const env = parseEnv(io.getEnv);
+    const bytes = await readBounded(io.stdin);
+    if (env.command === "VERSION") {
+      config = bytes.length ? decodeObject(bytes) : {};
+      const asked = config.cniVersion;
+      const cniVersion = typeof asked === "string" && parseSemver(asked) ? asked : LATEST_VERSION;
+      io.stdout(JSON.stringify({ cniVersion, supportedVersions: SUPPORTED_VERSIONS }));
+      return 0;
+    }
+    config = decodeObject(bytes);
+    const type = io.invokedAs ?? (typeof config.type === "string" ? config.type : CHAIN_TYPE);
+    const plugin = registry.get(type);
+    if (!plugin) {
+      throw new CniError(
+        ErrorCode.InvalidConfig,
+        `invalid network config: type: ${
+          quote(config.type)
+        } is not a cnichain built-in (built-ins: ${[...registry.keys()].join(", ")})`,
+      );
+    }
+    if (
+      io.invokedAs && isObject(config) && config.type !== undefined && config.type !== io.invokedAs
+    ) {
+      io.stderr(
+        `cnichain: invoked as ${quote(io.invokedAs)} for a config of type ${
+          quote(config.type)
+        }; acting as ${quote(io.invokedAs)}`,
+      );
+    }
+    const result = await runBuiltin(plugin, env.command, env, config, {
+      ...context,
+      registry,
+      stepPrefix: "",
+    });
+    if (result) io.stdout(JSON.stringify(result));
+    return 0;
+  } catch (err) {
+    const error = toCniError(err);
+    if (!(err instanceof CniError)) {
+      io.stderr(`cnichain: ${err instanceof Error ? err.stack ?? err.message : err}`);
+    }
+    io.stdout(JSON.stringify(error.toJSON(versionForError(config))));
+    return 1;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * A System that records changes instead of making them. Reads see the real
+ * state (or nothing, for the in-memory fake) with the recorded writes laid on
+ * top, so a dry run follows the same code path as a real run and predicts its
+ * result; the recorded effects are the plan `--dry-run` prints.
+ */
+import { dirname, type Effect, type StateFiles, type System, toBytes } from "./system.ts";
+
+const decoder = new TextDecoder();
+
+/** Shows file content in a plan: text as text (escaped), binary as its size. */
+function preview(data: Uint8Array): string {
+  const text = decoder.decode(data);
+  if (text.includes("\uFFFD")) return `${data.length} bytes`;
+  return JSON.stringify(text.length > 200 ? `${text.slice(0, 197)}...` : text);
+}
+
+const nothing: StateFiles = {
+  read: () => Promise.resolve(undefined),
+  list: () => Promise.resolve([]),
+  mkdir: () => Promise.resolve(),
+  writeAtomic: () => Promise.resolve(),
+  createExclusive: () => Promise.resolve(true),
+  remove: () => Promise.resolve(false),
+  withLock: (_path, fn) => fn(),
+};
+
+/** State files as `base` has them plus the changes recorded here. */
+export class OverlayFiles implements StateFiles {
+  /** path -> content, or null for a file removed here. */
+  readonly #files = new Map<string, { data: Uint8Array; mode: number } | null>();
+  readonly #dirs = new Set<string>();
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(readonly base: StateFiles, readonly effects: Effect[]) {}
+
+  /** The content and mode of a file written here (for tests). */
+  stat(path: string): { data: Uint8Array; mode: number } | undefined {
+    return this.#files.get(path) ?? undefined;
+  }
+
+  async read(path: string): Promise<Uint8Array | undefined> {
+    const mine = this.#files.get(path);
+    if (mine !== undefined) return mine?.data;
+    return await this.base.read(path);
+  }
+
+  async list(dir: string): Promise<string[]> {
+    const names = new Set(await this.base.list(dir));
+    for (const [path, entry] of this.#files) {
+      if (dirname(path) !== dir) continue;
+      const name = path.slice(dir.length + 1);
+      if (entry) names.add(name);
+      else names.delete(name);
+    }
+    return [...names].sort();
+  }
+
+  async #dirExists(path: string): Promise<boolean> {
+    if (this.#dirs.has(path) || path === "/") return true;
+    if (this.base === nothing) return false;
+    try {
+      return (await Deno.stat(path)).isDirectory;
+    } catch {
+      return false;
+    }
+  }
+
+  async mkdir(path: string, mode = 0o700): Promise<void> {
+    if (await this.#dirExists(path)) return;
+    for (let p = path; p !== "/" && !this.#dirs.has(p); p = dirname(p)) this.#dirs.add(p);
+    this.effects.push({ op: "create directory", target: path, detail: `mode ${mode.toString(8)}` });
+  }
+
+  writeAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+    const bytes = toBytes(data);
+    this.#files.set(path, { data: bytes, mode });
+    this.effects.push({ op: "write file", target: path, detail: preview(bytes) });
+    return Promise.resolve();
+  }
+
+  async createExclusive(path: string, data: Uint8Array | string, mode = 0o600): Promise<boolean> {
+    if ((await this.read(path)) !== undefined) return false;
+    const bytes = toBytes(data);
+    this.#files.set(path, { data: bytes, mode });
+    this.effects.push({ op: "create file", target: path, detail: preview(bytes) });
+    return true;
+  }
+
+  async remove(path: string): Promise<boolean> {
+    if ((await this.read(path)) === undefined) return false;
+    this.#files.set(path, null);
+    this.effects.push({ op: "remove file", target: path });
+    return true;
+  }
+
+  /** Serialises holders of the same path within this process, as flock would across processes. */
+  async withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.#locks.get(path) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    this.#locks.set(path, run.catch(() => {}));
+    return await run;
+  }
+}
+
+/** Wraps a System so that reads see it and writes are only recorded (`--dry-run`). */
+export function recordingSystem(base: System): System {
+  const effects: Effect[] = [];
+  return { kind: "dry-run", files: new OverlayFiles(base.files, effects), effects };
+}
+
+/** An empty in-memory System for root-free unit tests; inspect `effects` and `files`. */
+export function memorySystem(): System & { files: OverlayFiles } {
+  const effects: Effect[] = [];
+  return { kind: "memory", files: new OverlayFiles(nothing, effects), effects };
+}

@@ -1,0 +1,48 @@
+/**
+ * cnichain's entry: plugin mode when CNI_COMMAND is set or the program was
+ * invoked under a built-in plugin's name, command-line mode otherwise.
+ */
+import { dispatch } from "./chain/dispatcher.ts";
+import { EXEC_TIMEOUT_MS, runCli } from "./chain/cli.ts";
+import { builtinRegistry, multiCallNames } from "./chain/registry.ts";
+import { realSystem } from "./chain/system.ts";
+import { traceObserver } from "./chain/observe.ts";
+import { writeStderr, writeStdout } from "./chain/stdio.ts";
+
+/** The name the program was run by, symlinks unresolved (`/opt/cni/bin/bridge` -> "bridge"). */
+function invokedName(): string {
+  const path = decodeURIComponent(new URL(Deno.mainModule).pathname);
+  return path.slice(path.lastIndexOf("/") + 1).replace(/\.(ts|js)$/, "");
+}
+
+async function main(): Promise<number> {
+  const registry = builtinRegistry();
+  const name = invokedName();
+  const invokedAs = multiCallNames(registry).includes(name) ? name : undefined;
+  if (Deno.env.get("CNI_COMMAND") !== undefined || invokedAs) {
+    return await dispatch(
+      {
+        getEnv: (n) => Deno.env.get(n),
+        stdin: Deno.stdin.readable,
+        stdout: writeStdout,
+        stderr: writeStderr,
+        invokedAs,
+      },
+      registry,
+      {
+        system: realSystem(),
+        observer: Deno.env.get("CNICHAIN_TRACE") === "1" ? traceObserver(writeStderr) : {},
+        execTimeoutMs: EXEC_TIMEOUT_MS,
+        baseEnv: Deno.env.toObject(),
+      },
+    );
+  }
+  return await runCli(Deno.args, {
+    stdout: writeStdout,
+    stderr: writeStderr,
+    getEnv: (n) => Deno.env.get(n),
+    env: () => Deno.env.toObject(),
+  });
+}
+
+Deno.exit(await main());

@@ -1,0 +1,28 @@
+/**
+ * `deno task bundle`: writes dist/cnichain, one executable file: the bundled
+ * program behind a first line that runs it with Deno named by absolute path
+ * (the Deno that runs this build unless DENO_BIN says otherwise), so it works
+ * with the empty environment runtimes give plugins (no PATH, HOME, DENO_DIR).
+ */
+const root = new URL("..", import.meta.url).pathname;
+const deno = Deno.env.get("DENO_BIN") ?? Deno.execPath();
+const out = `${root}dist/cnichain`;
+const js = `${root}dist/cnichain.js`;
+
+await Deno.mkdir(`${root}dist`, { recursive: true });
+const build = await new Deno.Command(Deno.execPath(), {
+  args: ["bundle", "--quiet", "--platform", "deno", "--output", js, `${root}main.ts`],
+  cwd: root,
+  stdout: "inherit",
+  stderr: "inherit",
+}).output();
+if (!build.success) Deno.exit(build.code || 1);
+
+const body = (await Deno.readTextFile(js)).replace(/^#!.*\n/, "");
+// `env -S` splits the interpreter line into arguments; env is at a fixed path on every Linux.
+// --no-config keeps a deno.json in the caller's working directory from changing the program.
+const shebang = `#!/usr/bin/env -S ${deno} run --allow-all --no-config --no-lock --quiet\n`;
+await Deno.writeTextFile(out, shebang + body, { mode: 0o755 });
+await Deno.chmod(out, 0o755);
+await Deno.remove(js);
+console.error(`wrote ${out} (runs with ${deno})`);

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cnichain's tests and demo use, when they are missing.
+#   containernetworking-plugins  the reference plugins, for differential tests and the demo
+#   util-linux                   flock(1), to test our locks against another process
+# Deno itself comes from the npm registry (npx -y deno@2.9.6 ...), not from here.
+set -euo pipefail
+packages=(containernetworking-plugins util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+if [[ $(id -u) != 0 ]]; then
+  echo "cnichain: these Debian packages are needed: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+echo "cnichain: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
