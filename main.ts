@@ -3,7 +3,8 @@
  * invoked under a built-in plugin's name, command-line mode otherwise.
  */
 import { dispatch } from "./chain/dispatcher.ts";
-import { EXEC_TIMEOUT_MS, runCli } from "./chain/cli.ts";
+import { EXEC_TIMEOUT_MS } from "./chain/exec.ts";
+import { runCli } from "./chain/cli.ts";
 import { builtinRegistry, multiCallNames } from "./chain/registry.ts";
 import { realSystem } from "./chain/system.ts";
 import { traceObserver } from "./chain/observe.ts";
@@ -20,7 +21,9 @@ async function main(): Promise<number> {
   const name = invokedName();
   const invokedAs = multiCallNames(registry).includes(name) ? name : undefined;
   if (Deno.env.get("CNI_COMMAND") !== undefined || invokedAs) {
-    return await dispatch(
+    const trace = Deno.env.get("CNICHAIN_TRACE") === "1";
+    const began = performance.now();
+    const code = await dispatch(
       {
         getEnv: (n) => Deno.env.get(n),
         stdin: Deno.stdin.readable,
@@ -31,11 +34,20 @@ async function main(): Promise<number> {
       registry,
       {
         system: realSystem(),
-        observer: Deno.env.get("CNICHAIN_TRACE") === "1" ? traceObserver(writeStderr) : {},
+        observer: trace ? traceObserver(writeStderr) : {},
         execTimeoutMs: EXEC_TIMEOUT_MS,
         baseEnv: Deno.env.toObject(),
       },
     );
+    if (trace) {
+      const now = performance.now();
+      writeStderr(
+        `cnichain trace: ${Deno.env.get("CNI_COMMAND") ?? ""} total ${
+          (now - began).toFixed(2)
+        } ms in-process (${now.toFixed(2)} ms since the runtime started)`,
+      );
+    }
+    return code;
   }
   return await runCli(Deno.args, {
     stdout: writeStdout,

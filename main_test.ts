@@ -96,6 +96,15 @@ Deno.test("plugin mode errors: right code, clear message, nothing written, no st
         /CNI_IFNAME: .* longer than 15 bytes/,
       ],
       ["truncated JSON", "ADD", '{"cniVersion": "1.0.0", "name"', {}, 6, /stdin is not valid JSON/],
+      [
+        "non-UTF-8 bytes",
+        "ADD",
+        new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]),
+        {},
+        6,
+        /stdin is not valid UTF-8/,
+      ],
+      ["empty stdin", "ADD", "", {}, 6, /stdin is empty/],
       ["an array on stdin", "ADD", "[]", {}, 6, /must hold a JSON object, not an array/],
       [
         "JSON nested 65 deep",

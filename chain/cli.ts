@@ -3,7 +3,6 @@
  * status), with `--dry-run` printing the plan instead of changing anything;
  * `validate` reports every problem in a conflist; `version`.
  */
-import { parseArgs } from "node:util";
 import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { parseEnv } from "./spec/env.ts";
 import { decodeObject, MAX_STDIN_BYTES, readBounded } from "./spec/input.ts";
@@ -25,6 +24,7 @@ import { builtinRegistry, entryCheck } from "./registry.ts";
 import { fanOut, type Observer, traceObserver } from "./observe.ts";
 import { Plan } from "./plan.ts";
 import { validAttachments } from "./invoke.ts";
+import { EXEC_TIMEOUT_MS } from "./exec.ts";
 import {
   cachedAttachments,
   DEFAULT_CACHE_DIR,
@@ -35,7 +35,6 @@ import {
 
 export const VERSION = "0.1.0";
 export const DEFAULT_CNI_PATH = "/opt/cni/bin";
-export const EXEC_TIMEOUT_MS = 60_000;
 
 const USAGE = `cnichain ${VERSION}: a CNI meta-plugin that runs a whole chain in one process
 
@@ -137,6 +136,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 async function validate(args: string[], io: CliIo): Promise<number> {
   let parsed;
   try {
+    const { parseArgs } = await import("node:util");
     parsed = parseArgs({
       args,
       allowPositionals: true,
@@ -189,6 +189,7 @@ function parseJsonFlag(name: string, text: string | undefined): unknown {
 async function runVerb(verb: Verb, args: string[], io: CliIo): Promise<number> {
   let parsed;
   try {
+    const { parseArgs } = await import("node:util");
     parsed = parseArgs({
       args,
       allowPositionals: true,

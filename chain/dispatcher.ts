@@ -6,7 +6,6 @@
 import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { parseEnv } from "./spec/env.ts";
 import { decodeObject, readBounded } from "./spec/input.ts";
-import { isObject } from "./spec/config.ts";
 import { LATEST_VERSION, parseSemver, SUPPORTED_VERSIONS } from "./spec/version.ts";
 import { runBuiltin } from "./invoke.ts";
 import type { InvokeContext, Registry } from "./plugin.ts";
@@ -55,15 +54,8 @@ export async function dispatch(
         } is not a cnichain built-in (built-ins: ${[...registry.keys()].join(", ")})`,
       );
     }
-    if (
-      io.invokedAs && isObject(config) && config.type !== undefined && config.type !== io.invokedAs
-    ) {
-      io.stderr(
-        `cnichain: invoked as ${quote(io.invokedAs)} for a config of type ${
-          quote(config.type)
-        }; acting as ${quote(io.invokedAs)}`,
-      );
-    }
+    // Invoked by name, the program is that plugin whatever `type` says: IPAM
+    // plugins are handed their parent's whole config, type and all.
     const result = await runBuiltin(plugin, env.command, env, config, {
       ...context,
       registry,
@@ -74,7 +66,11 @@ export async function dispatch(
   } catch (err) {
     const error = toCniError(err);
     if (!(err instanceof CniError)) {
-      io.stderr(`cnichain: ${err instanceof Error ? err.stack ?? err.message : err}`);
+      // An internal error: the stack helps a bug report, but only when asked for.
+      const trace = io.getEnv("CNICHAIN_TRACE") === "1" && err instanceof Error
+        ? `\n${err.stack}`
+        : "";
+      io.stderr(`cnichain: internal error: ${error.message}${trace}`);
     }
     io.stdout(JSON.stringify(error.toJSON(versionForError(config))));
     return 1;

@@ -9,6 +9,9 @@ import { decodeJson, MAX_STDIN_BYTES, readBounded } from "./spec/input.ts";
 import type { Verb } from "./spec/types.ts";
 import { isObject } from "./spec/config.ts";
 
+/** How long an exec'd plugin may run before it is killed. */
+export const EXEC_TIMEOUT_MS = 60_000;
+
 /** The first executable file named `type` in the CNI_PATH directories. */
 export async function findPlugin(type: string, path: string[]): Promise<string> {
   for (const dir of path) {

@@ -72,7 +72,8 @@ export async function runBuiltin(
     conf,
     system: context.system,
     context,
-    delegate: (type, v, config) => invoke(type, v, env, config, context),
+    delegate: (type, v, config) =>
+      invoke(type, v, env, config, context, `${context.stepPrefix}${type}`),
   };
   switch (verb) {
     case "ADD":

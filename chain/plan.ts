@@ -75,8 +75,15 @@ export class Plan {
   /** The plan as indented text. */
   render(): string {
     const lines: string[] = [];
-    const effectLine = (e: Effect, pad: string) =>
-      `${pad}would ${e.op} ${e.target}${e.detail ? `: ${e.detail}` : ""}`;
+    const effectLine = (e: Effect, pad: string) => {
+      const head = `${pad}would ${e.op}${e.target ? ` ${e.target}` : ""}`;
+      if (!e.detail) return head;
+      // Multi-line details (an nftables batch) go under the line, indented.
+      if (e.detail.includes("\n")) {
+        return `${head}:\n${e.detail.split("\n").map((l) => `${pad}    ${l}`).join("\n")}`;
+      }
+      return `${head}: ${e.detail}`;
+    };
     const walk = (node: Node, pad: string) => {
       const e = node.end ?? node.start!;
       const how = e.how === "exec" ? `exec ${e.execPath ?? "(not found)"}` : "built-in";

@@ -49,4 +49,6 @@ export interface InvokeContext {
   stepPrefix: string;
   /** The process environment to pass to exec'd plugins (before the CNI variables). */
   baseEnv: Record<string, string>;
+  /** The state directory of the chain running this step, for built-ins' shared state. */
+  stateDir?: string;
 }

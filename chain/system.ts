@@ -2,9 +2,10 @@
  * The one interface through which built-in plugins cause side effects. This
  * module holds the interface and the real implementation; `system_record.ts`
  * wraps any System for `--dry-run` and `system_memory.ts` is the in-memory one
- * for root-free tests. The kernel parts (links, addresses, routes, sysctls,
- * nftables) join `System` with the kernel layer.
+ * for root-free tests. The kernel part (links, addresses, routes, sysctls,
+ * nftables) is `kernel.ts`.
  */
+import { type Kernel, realKernel } from "./kernel.ts";
 
 /** One change a step made or, in a dry run, would make. */
 export interface Effect {
@@ -41,6 +42,7 @@ export interface System {
   /** "real" changes the machine; "dry-run" records; "memory" is the test fake. */
   readonly kind: "real" | "dry-run" | "memory";
   readonly files: StateFiles;
+  readonly kernel: Kernel;
   /** The changes recorded so far (dry run and memory); the real System records none. */
   readonly effects: Effect[];
 }
@@ -54,29 +56,47 @@ export function dirname(path: string): string {
   return i <= 0 ? "/" : path.slice(0, i);
 }
 
+/** Whether a directory entry is one of the temporary files written before a link or rename. */
+export function isTempName(name: string): boolean {
+  return /^\..+\.tmp-\d+-[0-9a-f]+$/.test(name);
+}
+
 function tempName(path: string): string {
   const rand = crypto.getRandomValues(new Uint32Array(1))[0].toString(16);
   return `${dirname(path)}/.${path.slice(path.lastIndexOf("/") + 1)}.tmp-${Deno.pid}-${rand}`;
 }
 
-/** Writes a whole temporary file beside `path`, flushed to disk, and returns its name. */
-async function writeTemp(path: string, data: Uint8Array | string, mode: number): Promise<string> {
+/**
+ * Writes a whole temporary file beside `path` and returns its name. Not
+ * fsync'd: link() and rename() make a file appear whole or not at all to
+ * every process (a killed process never leaves half a file behind), which is
+ * the crash the store must survive; flushing to disk on every pod would cost
+ * milliseconds for a power-loss guarantee the reference plugins do not give.
+ */
+function writeTemp(path: string, data: Uint8Array | string, mode: number): string {
   const temp = tempName(path);
-  const file = await Deno.open(temp, { write: true, createNew: true, mode });
+  const file = Deno.openSync(temp, { write: true, createNew: true, mode });
   try {
     const bytes = toBytes(data);
     let done = 0;
-    while (done < bytes.length) done += await file.write(bytes.subarray(done));
-    await file.syncData();
+    while (done < bytes.length) done += file.writeSync(bytes.subarray(done));
   } catch (err) {
     file.close();
-    await Deno.remove(temp).catch(() => {});
+    removeQuietly(temp);
     throw err;
   }
   file.close();
   // The umask may have narrowed the mode; state files must have exactly the one asked for.
-  await Deno.chmod(temp, mode);
+  Deno.chmodSync(temp, mode);
   return temp;
+}
+
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Already gone.
+  }
 }
 
 function ioContext(what: string, path: string, err: unknown): Error {
@@ -86,77 +106,87 @@ function ioContext(what: string, path: string, err: unknown): Error {
   return wrapped;
 }
 
-/** State files on the real file system. */
+/**
+ * State files on the real file system. The calls are synchronous on purpose:
+ * each is a few microseconds of kernel work, and Deno's async file calls
+ * cost a thread-pool round trip each, which dominated a pod's ADD.
+ */
 export class RealFiles implements StateFiles {
-  async read(path: string): Promise<Uint8Array | undefined> {
+  read(path: string): Promise<Uint8Array | undefined> {
     try {
-      return await Deno.readFile(path);
+      return Promise.resolve(Deno.readFileSync(path));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return undefined;
-      throw ioContext("read", path, err);
+      if (err instanceof Deno.errors.NotFound) return Promise.resolve(undefined);
+      return Promise.reject(ioContext("read", path, err));
     }
   }
 
-  async list(dir: string): Promise<string[]> {
-    const names: string[] = [];
+  list(dir: string): Promise<string[]> {
     try {
-      for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+      return Promise.resolve([...Deno.readDirSync(dir)].map((e) => e.name).sort());
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return [];
-      throw ioContext("list", dir, err);
-    }
-    return names.sort();
-  }
-
-  async mkdir(path: string, mode = 0o700): Promise<void> {
-    try {
-      await Deno.mkdir(path, { recursive: true, mode });
-    } catch (err) {
-      throw ioContext("create directory", path, err);
+      if (err instanceof Deno.errors.NotFound) return Promise.resolve([]);
+      return Promise.reject(ioContext("list", dir, err));
     }
   }
 
-  async writeAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+  mkdir(path: string, mode = 0o700): Promise<void> {
+    try {
+      Deno.mkdirSync(path, { recursive: true, mode });
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(ioContext("create directory", path, err));
+    }
+  }
+
+  writeAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
     let temp: string | undefined;
     try {
-      temp = await writeTemp(path, data, mode);
-      await Deno.rename(temp, path);
+      temp = writeTemp(path, data, mode);
+      Deno.renameSync(temp, path);
+      return Promise.resolve();
     } catch (err) {
-      if (temp) await Deno.remove(temp).catch(() => {});
-      throw ioContext("write", path, err);
+      if (temp) removeQuietly(temp);
+      return Promise.reject(ioContext("write", path, err));
     }
   }
 
-  async createExclusive(path: string, data: Uint8Array | string, mode = 0o600): Promise<boolean> {
+  createExclusive(path: string, data: Uint8Array | string, mode = 0o600): Promise<boolean> {
     let temp: string | undefined;
     try {
-      temp = await writeTemp(path, data, mode);
-      await Deno.link(temp, path);
-      return true;
+      temp = writeTemp(path, data, mode);
+      Deno.linkSync(temp, path);
+      return Promise.resolve(true);
     } catch (err) {
-      if (err instanceof Deno.errors.AlreadyExists) return false;
-      throw ioContext("create", path, err);
+      if (err instanceof Deno.errors.AlreadyExists) return Promise.resolve(false);
+      return Promise.reject(ioContext("create", path, err));
     } finally {
-      if (temp) await Deno.remove(temp).catch(() => {});
+      if (temp) removeQuietly(temp);
     }
   }
 
-  async remove(path: string): Promise<boolean> {
+  remove(path: string): Promise<boolean> {
     try {
-      await Deno.remove(path);
-      return true;
+      Deno.removeSync(path);
+      return Promise.resolve(true);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return false;
-      throw ioContext("remove", path, err);
+      if (err instanceof Deno.errors.NotFound) return Promise.resolve(false);
+      return Promise.reject(ioContext("remove", path, err));
     }
   }
 
   async withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
-      await file.lock(true);
+      file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
     } catch (err) {
+      throw ioContext("lock", path, err);
+    }
+    try {
+      // Blocking is fine: this process has nothing else to do while another holds the store.
+      file.lockSync(true);
+    } catch (err) {
+      file.close();
       throw ioContext("lock", path, err);
     }
     try {
@@ -170,5 +200,5 @@ export class RealFiles implements StateFiles {
 
 /** The System that changes the real machine. */
 export function realSystem(): System {
-  return { kind: "real", files: new RealFiles(), effects: [] };
+  return { kind: "real", files: new RealFiles(), kernel: realKernel(), effects: [] };
 }

@@ -5,6 +5,7 @@
  * result; the recorded effects are the plan `--dry-run` prints.
  */
 import { dirname, type Effect, type StateFiles, type System, toBytes } from "./system.ts";
+import { SimKernel } from "./kernel_sim.ts";
 
 const decoder = new TextDecoder();
 
@@ -106,11 +107,21 @@ export class OverlayFiles implements StateFiles {
 /** Wraps a System so that reads see it and writes are only recorded (`--dry-run`). */
 export function recordingSystem(base: System): System {
   const effects: Effect[] = [];
-  return { kind: "dry-run", files: new OverlayFiles(base.files, effects), effects };
+  return {
+    kind: "dry-run",
+    files: new OverlayFiles(base.files, effects),
+    kernel: new SimKernel(effects, base.kernel),
+    effects,
+  };
 }
 
 /** An empty in-memory System for root-free unit tests; inspect `effects` and `files`. */
-export function memorySystem(): System & { files: OverlayFiles } {
+export function memorySystem(): System & { files: OverlayFiles; kernel: SimKernel } {
   const effects: Effect[] = [];
-  return { kind: "memory", files: new OverlayFiles(nothing, effects), effects };
+  return {
+    kind: "memory",
+    files: new OverlayFiles(nothing, effects),
+    kernel: new SimKernel(effects),
+    effects,
+  };
 }

@@ -2,9 +2,11 @@
 # Installs the Debian packages cnichain's tests and demo use, when they are missing.
 #   containernetworking-plugins  the reference plugins, for differential tests and the demo
 #   util-linux                   flock(1), to test our locks against another process
+#   libnftables1                 what cnichain itself loads for nftables (through FFI)
+#   iproute2 iputils-ping nftables   for tests to set up namespaces and observe (ip, ping, nft)
 # Deno itself comes from the npm registry (npx -y deno@2.9.6 ...), not from here.
 set -euo pipefail
-packages=(containernetworking-plugins util-linux)
+packages=(containernetworking-plugins util-linux libnftables1 iproute2 iputils-ping nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -119,7 +119,9 @@ export function runPlugin(
       CNI_PATH: "/nonexistent",
       ...vars,
     },
-    stdin: typeof config === "string" ? config : JSON.stringify(config),
+    stdin: typeof config === "string" || config instanceof Uint8Array
+      ? config
+      : JSON.stringify(config),
   });
 }
 

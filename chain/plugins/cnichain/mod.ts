@@ -140,9 +140,11 @@ export function chainPlugin(check: EntryCheck): Plugin {
       capabilityArgs: inv.conf.runtimeConfig,
       args: Object.keys(inv.conf.args).length ? inv.conf.args : undefined,
       prevResult: inv.conf.prevResult,
-      context: log
-        ? { ...inv.context, observer: fanOut(inv.context.observer, log.observer()) }
-        : inv.context,
+      context: {
+        ...inv.context,
+        stateDir: cfg.stateDir,
+        ...(log ? { observer: fanOut(inv.context.observer, log.observer()) } : {}),
+      },
     };
     const began = performance.now();
     try {

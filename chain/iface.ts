@@ -1,0 +1,239 @@
+/**
+ * What the interface plugins (bridge, ptp) share: their common config fields,
+ * IPAM delegation, and putting a result's addresses and routes on a
+ * container interface (as the reference plugins' ipam.ConfigureIface does).
+ */
+import { CniError, ErrorCode, quote } from "./spec/errors.ts";
+import { type ConfigObject, isObject, pathProblem } from "./spec/config.ts";
+import type { IpConfig, Result, Route } from "./spec/types.ts";
+import { type Cidr, type Family, formatIp, networkOf, offset, parseCidr, parseIp } from "./ip.ts";
+import type { Invocation } from "./plugin.ts";
+import { IFA_F_NODAD, type Link, type Netns, NetnsMissing } from "./kernel.ts";
+import { Findings, readCidr, readList } from "./spec/fields.ts";
+import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
+
+/** Code for "the interface or attachment already exists" (plugin-specific range, see README). */
+export const ALREADY_EXISTS = 100;
+
+/** The fields bridge and ptp share, checked. */
+export interface InterfaceConfig {
+  mtu?: number;
+  ipMasq: boolean;
+  ipMasqExclude: string[];
+  /** The IPAM plugin type, or undefined for a layer-2-only attachment. */
+  ipamType?: string;
+  mac?: string;
+  stateDir: string;
+}
+
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+/** Reads the shared fields of `raw` (a plugin entry), noting problems under `prefix`. */
+export function readInterfaceConfig(
+  f: Findings,
+  raw: ConfigObject,
+  prefix: string,
+): InterfaceConfig {
+  const cfg: InterfaceConfig = { ipMasq: false, ipMasqExclude: [], stateDir: DEFAULT_STATE_DIR };
+  if (raw.mtu !== undefined && raw.mtu !== 0) {
+    if (
+      typeof raw.mtu !== "number" || !Number.isInteger(raw.mtu) || raw.mtu < 68 || raw.mtu > 65535
+    ) {
+      f.add(`${prefix}mtu`, "must be an integer from 68 to 65535", raw.mtu);
+    } else cfg.mtu = raw.mtu;
+  }
+  cfg.ipMasq = readBool(f, raw, "ipMasq", prefix);
+  cfg.ipMasqExclude = readList(f, raw.ipMasqExclude, `${prefix}ipMasqExclude`).flatMap((v, i) => {
+    const cidr = readCidr(f, v, `${prefix}ipMasqExclude[${i}]`);
+    return cidr ? [v as string] : [];
+  });
+  if (raw.ipam !== undefined) {
+    if (!isObject(raw.ipam)) f.add(`${prefix}ipam`, "must be an object", raw.ipam);
+    else if (raw.ipam.type !== undefined) {
+      if (
+        typeof raw.ipam.type !== "string" || !/^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$/.test(raw.ipam.type)
+      ) {
+        f.add(`${prefix}ipam.type`, "must be a plugin name", raw.ipam.type);
+      } else cfg.ipamType = raw.ipam.type;
+    }
+  }
+  if (raw.stateDir !== undefined) {
+    const problem = pathProblem(raw.stateDir);
+    if (problem) f.add(`${prefix}stateDir`, problem, raw.stateDir);
+    else cfg.stateDir = raw.stateDir as string;
+  }
+  return cfg;
+}
+
+export function readBool(f: Findings, raw: ConfigObject, key: string, prefix: string): boolean {
+  const v = raw[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== "boolean") {
+    f.add(`${prefix}${key}`, "must be true or false", v);
+    return false;
+  }
+  return v;
+}
+
+/** The container MAC a runtime asked for: `args.cni.mac`, else `runtimeConfig.mac`. */
+export function requestedMac(inv: Invocation): string | undefined {
+  const fromArgs = isObject(inv.conf.args.cni) ? inv.conf.args.cni.mac : undefined;
+  const mac = fromArgs ?? inv.conf.runtimeConfig.mac;
+  if (mac === undefined) return undefined;
+  if (typeof mac !== "string" || !MAC.test(mac)) {
+    throw new CniError(
+      ErrorCode.InvalidConfig,
+      `invalid network config: mac: not a MAC address (got ${quote(mac)})`,
+    );
+  }
+  return mac.toLowerCase();
+}
+
+/** The state directory for shared state: the step's own `stateDir`, else its chain's, else the default. */
+export function stateDirOf(inv: Invocation, cfg: InterfaceConfig): string {
+  return inv.conf.raw.stateDir !== undefined ? cfg.stateDir : inv.context.stateDir ?? cfg.stateDir;
+}
+
+/** A host-side veth name: `veth` and 8 random hex digits, as the reference plugins name them. */
+export function randomVethName(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return `veth${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** The conventional gateway of a subnet: its first address after the network address. */
+export function defaultGateway(cidr: Cidr): string {
+  return formatIp(offset(networkOf(cidr).ip, 1n)!);
+}
+
+/** Runs the IPAM plugin for ADD; its result must carry at least one address. */
+export async function ipamAdd(inv: Invocation, type: string): Promise<Result> {
+  const result = await inv.delegate(type, "ADD", inv.conf.raw);
+  if (!result?.ips?.length) {
+    throw new CniError(ErrorCode.Internal, `IPAM plugin ${quote(type)} returned no IP address`);
+  }
+  return result;
+}
+
+/** Opens the container's namespace; for DEL a missing one means there is nothing to undo there. */
+export function containerNetns(inv: Invocation): Netns | undefined {
+  if (inv.env.netns === "") return undefined;
+  try {
+    return inv.system.kernel.netns(inv.env.netns);
+  } catch (err) {
+    if (err instanceof NetnsMissing) {
+      if (inv.verb === "DEL") return undefined;
+      throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+/** The netns for ADD and CHECK, where it must exist. */
+export function requireNetns(inv: Invocation): Netns {
+  const ns = containerNetns(inv);
+  if (!ns) throw new CniError(ErrorCode.InvalidEnv, "CNI_NETNS: required");
+  return ns;
+}
+
+/** Fails (code 100) when the container already has an interface of that name; changes nothing. */
+export function ensureFreeName(ns: Netns, ifname: string): void {
+  if (ns.link(ifname)) {
+    throw new CniError(
+      ALREADY_EXISTS,
+      `container interface ${quote(ifname)} already exists in ${quote(ns.path)}`,
+    );
+  }
+}
+
+const familyOfAddress = (a: string): Family => (a.includes(":") ? 6 : 4);
+
+/**
+ * Puts the result's addresses on `link` (IPv6 without DAD, so they work at
+ * once), brings it up, and adds the result's routes through it; a route
+ * without `gw` uses the gateway of its family from the addresses.
+ */
+export function configureInterface(ns: Netns, link: Link, ips: IpConfig[], routes: Route[]): void {
+  const gateways = new Map<Family, string>();
+  for (const ip of ips) {
+    const cidr = parseCidr(ip.address)!;
+    const family = cidr.ip.family;
+    ns.addAddress(
+      link.index,
+      ip.address.slice(0, ip.address.indexOf("/")),
+      cidr.prefix,
+      family === 6 ? IFA_F_NODAD : 0,
+    );
+    if (ip.gateway && !gateways.has(family)) gateways.set(family, ip.gateway);
+  }
+  ns.setLink(link.index, { up: true });
+  for (const route of routes) {
+    const dst = parseCidr(route.dst)!;
+    const gw = route.gw ?? gateways.get(dst.ip.family);
+    ns.addRoute({
+      family: dst.ip.family,
+      dst: formatIp(networkOf(dst).ip),
+      dstPrefix: dst.prefix,
+      gw,
+      oif: link.index,
+      ...(route.priority !== undefined ? { priority: route.priority } : {}),
+      ...(route.mtu ? { mtu: route.mtu } : {}),
+      ...(route.advmss ? { advmss: route.advmss } : {}),
+      ...(route.table ? { table: route.table } : {}),
+      ...(route.scope !== undefined ? { scope: route.scope } : {}),
+    });
+  }
+}
+
+/** Checks the container interface against the result: addresses present, routes present. */
+export function checkInterface(
+  ns: Netns,
+  ifname: string,
+  ips: IpConfig[],
+  routes: Route[],
+  mac?: string,
+): void {
+  const link = ns.link(ifname);
+  if (!link) {
+    throw new CniError(
+      ErrorCode.Internal,
+      `CHECK: container interface ${quote(ifname)} is missing in ${quote(ns.path)}`,
+    );
+  }
+  if (mac && link.mac !== mac.toLowerCase()) {
+    throw new CniError(
+      ErrorCode.Internal,
+      `CHECK: interface ${quote(ifname)} has MAC ${quote(link.mac)}, the result says ${quote(mac)}`,
+    );
+  }
+  const present = ns.addresses(link.index).map((a) => `${a.address}/${a.prefix}`);
+  for (const ip of ips) {
+    const cidr = parseCidr(ip.address)!;
+    const want = `${formatIp(cidr.ip)}/${cidr.prefix}`;
+    if (!present.includes(want)) {
+      throw new CniError(
+        ErrorCode.Internal,
+        `CHECK: address ${want} is missing on ${quote(ifname)} (has ${
+          present.join(", ") || "none"
+        })`,
+      );
+    }
+  }
+  for (const route of routes) {
+    const dst = parseCidr(route.dst)!;
+    const net = `${formatIp(networkOf(dst).ip)}/${dst.prefix}`;
+    const found = ns.routes(dst.ip.family).some((r) =>
+      `${r.dst}/${r.dstPrefix}` === net && r.oif === link.index &&
+      (!route.gw || r.gw === formatIp(parseIp(route.gw)!))
+    );
+    if (!found) {
+      throw new CniError(
+        ErrorCode.Internal,
+        `CHECK: route to ${net}${route.gw ? ` via ${route.gw}` : ""} is missing on ${
+          quote(ifname)
+        }`,
+      );
+    }
+  }
+}
+
+export { familyOfAddress };

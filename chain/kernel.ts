@@ -1,0 +1,289 @@
+/**
+ * The kernel side of `System`: links, addresses, routes and sysctls per
+ * network namespace, and nftables. `realKernel()` talks to the kernel through
+ * ffi/ (one netlink socket per namespace, opened in a synchronous setns
+ * window); `kernel_sim.ts` is the in-memory model behind dry runs and tests.
+ */
+import { NetlinkSocket } from "../ffi/netlink_socket.ts";
+import { inNetns, openNetns } from "../ffi/netns.ts";
+import { close as closeFd, OsError } from "../ffi/libc.ts";
+import { Nftables } from "../ffi/nftables.ts";
+import * as rt from "../ffi/rtnetlink.ts";
+
+export type { Address, Link, LinkChange, RouteEntry, RouteSpec } from "../ffi/rtnetlink.ts";
+export {
+  IFA_F_NODAD,
+  IFF_UP,
+  RT_SCOPE_HOST,
+  RT_SCOPE_LINK,
+  RT_SCOPE_UNIVERSE,
+} from "../ffi/rtnetlink.ts";
+
+/** One network namespace, as plugins see it. */
+export interface Netns {
+  /** The namespace file, or "" for the namespace cnichain runs in (the host's). */
+  readonly path: string;
+  link(name: string): rt.Link | undefined;
+  linkByIndex(index: number): rt.Link | undefined;
+  links(): rt.Link[];
+  addresses(index?: number): rt.Address[];
+  routes(family: 4 | 6): rt.RouteEntry[];
+  createBridge(name: string, opts: { mtu?: number; vlanFiltering?: boolean }): rt.Link;
+  /** A veth pair: `name` here, `peerName` created directly in `peer`. Returns both ends. */
+  createVeth(
+    name: string,
+    peerName: string,
+    peer: Netns,
+    opts: { mtu?: number; peerMac?: string },
+  ): { link: rt.Link; peer: rt.Link };
+  setLink(index: number, change: rt.LinkChange): void;
+  setHairpin(index: number, on: boolean): void;
+  addBridgeVlan(index: number, vid: number, flags: number): void;
+  deleteLink(index: number): void;
+  addAddress(index: number, address: string, prefix: number, flags?: number): void;
+  deleteAddress(index: number, address: string, prefix: number): void;
+  addRoute(route: rt.RouteSpec): void;
+  deleteRoute(route: rt.RouteSpec): void;
+  /** `key` as under /proc/sys: "net/ipv4/ip_forward". */
+  readSysctl(key: string): string | undefined;
+  writeSysctl(key: string, value: string): void;
+}
+
+export interface Kernel {
+  /** The namespace cnichain runs in. */
+  host(): Netns;
+  /** A container's namespace; throws NetnsMissing when the file is gone or not a namespace. */
+  netns(path: string): Netns;
+  /** Applies nft commands as one atomic batch (in the host namespace). */
+  nft(commands: string): void;
+  /** Runs an nft `list` command; its JSON objects, or [] when the object does not exist. */
+  nftList(command: string): unknown[];
+  /** Releases sockets; safe to call twice. */
+  close(): void;
+}
+
+/** The container's namespace is gone (DEL treats that as nothing left to do). */
+export class NetnsMissing extends Error {
+  constructor(readonly path: string, reason: string) {
+    super(`open container netns ${JSON.stringify(path)}: ${reason}`);
+    this.name = "NetnsMissing";
+  }
+}
+
+function sysctlPath(key: string): string {
+  if (!/^[a-zA-Z0-9_.\/-]+$/.test(key) || key.split("/").includes("..")) {
+    throw new Error(`invalid sysctl key ${JSON.stringify(key)}`);
+  }
+  return `/proc/sys/${key}`;
+}
+
+/** Error context for a netlink call: `RTM_NEWLINK veth "veth1a2b3c4d"`. */
+const what = (op: string, name: string, ns: string) =>
+  `${op} ${JSON.stringify(name)}${ns ? ` in ${JSON.stringify(ns)}` : ""}`;
+
+class RealNetns implements Netns {
+  #sock?: NetlinkSocket;
+  constructor(readonly path: string, sock?: NetlinkSocket) {
+    this.#sock = sock;
+  }
+
+  get sock(): NetlinkSocket {
+    this.#sock ??= this.path === ""
+      ? NetlinkSocket.open()
+      : inNetns(this.path, () => NetlinkSocket.open());
+    return this.#sock;
+  }
+
+  close(): void {
+    this.#sock?.close();
+  }
+
+  link(name: string): rt.Link | undefined {
+    const reply = this.sock.get(
+      (s) => rt.getLinkByName(s, name),
+      what("RTM_GETLINK", name, this.path),
+    );
+    return reply && rt.parseLink(reply);
+  }
+
+  linkByIndex(index: number): rt.Link | undefined {
+    const reply = this.sock.get(
+      (s) => rt.getLinkByIndex(s, index),
+      what("RTM_GETLINK", `#${index}`, this.path),
+    );
+    return reply && rt.parseLink(reply);
+  }
+
+  links(): rt.Link[] {
+    return this.sock.dump(rt.dumpLinks, what("RTM_GETLINK", "dump", this.path)).map(rt.parseLink);
+  }
+
+  addresses(index = 0): rt.Address[] {
+    const all = this.sock.dump(
+      (s) => rt.dumpAddresses(s, 0, index),
+      what("RTM_GETADDR", "dump", this.path),
+    )
+      .map(rt.parseAddress);
+    return index ? all.filter((a) => a.index === index) : all;
+  }
+
+  routes(family: 4 | 6): rt.RouteEntry[] {
+    return this.sock.dump(
+      (s) => rt.dumpRoutes(s, family),
+      what("RTM_GETROUTE", `ipv${family}`, this.path),
+    )
+      .map(rt.parseRoute);
+  }
+
+  #mustGet(name: string): rt.Link {
+    const link = this.link(name);
+    if (!link) throw new Error(`link ${JSON.stringify(name)} vanished right after it was created`);
+    return link;
+  }
+
+  createBridge(name: string, opts: { mtu?: number; vlanFiltering?: boolean }): rt.Link {
+    this.sock.request(
+      (s) => rt.newBridge(s, name, opts),
+      what("RTM_NEWLINK bridge", name, this.path),
+    );
+    return this.#mustGet(name);
+  }
+
+  createVeth(
+    name: string,
+    peerName: string,
+    peer: Netns,
+    opts: { mtu?: number; peerMac?: string },
+  ) {
+    const fd = peer.path === "" ? openNetns("/proc/thread-self/ns/net") : openNetns(peer.path);
+    try {
+      this.sock.request(
+        (s) => rt.newVeth(s, name, peerName, fd, opts),
+        what("RTM_NEWLINK veth", name, this.path),
+      );
+    } finally {
+      closeFd(fd);
+    }
+    const peerLink = peer.link(peerName);
+    if (!peerLink) {
+      throw new Error(`veth peer ${JSON.stringify(peerName)} vanished right after it was created`);
+    }
+    return { link: this.#mustGet(name), peer: peerLink };
+  }
+
+  setLink(index: number, change: rt.LinkChange): void {
+    this.sock.request(
+      (s) => rt.setLink(s, index, change),
+      what("RTM_NEWLINK set", `#${index}`, this.path),
+    );
+  }
+
+  setHairpin(index: number, on: boolean): void {
+    this.sock.request(
+      (s) => rt.setHairpin(s, index, on),
+      what("RTM_SETLINK hairpin", `#${index}`, this.path),
+    );
+  }
+
+  addBridgeVlan(index: number, vid: number, flags: number): void {
+    this.sock.request(
+      (s) => rt.bridgeVlan(s, index, vid, flags),
+      what("RTM_SETLINK vlan", `#${index}`, this.path),
+    );
+  }
+
+  deleteLink(index: number): void {
+    this.sock.request((s) => rt.delLink(s, index), what("RTM_DELLINK", `#${index}`, this.path));
+  }
+
+  addAddress(index: number, address: string, prefix: number, flags = 0): void {
+    this.sock.request(
+      (s) => rt.changeAddress(s, false, index, address, prefix, flags),
+      what("RTM_NEWADDR", `${address}/${prefix}`, this.path),
+    );
+  }
+
+  deleteAddress(index: number, address: string, prefix: number): void {
+    this.sock.request(
+      (s) => rt.changeAddress(s, true, index, address, prefix),
+      what("RTM_DELADDR", `${address}/${prefix}`, this.path),
+    );
+  }
+
+  addRoute(route: rt.RouteSpec): void {
+    this.sock.request(
+      (s) => rt.changeRoute(s, false, route),
+      what("RTM_NEWROUTE", `${route.dst}/${route.dstPrefix}`, this.path),
+    );
+  }
+
+  deleteRoute(route: rt.RouteSpec): void {
+    this.sock.request(
+      (s) => rt.changeRoute(s, true, route),
+      what("RTM_DELROUTE", `${route.dst}/${route.dstPrefix}`, this.path),
+    );
+  }
+
+  readSysctl(key: string): string | undefined {
+    const read = () => {
+      try {
+        return Deno.readTextFileSync(sysctlPath(key)).trim();
+      } catch {
+        return undefined;
+      }
+    };
+    return this.path === "" ? read() : inNetns(this.path, read);
+  }
+
+  writeSysctl(key: string, value: string): void {
+    // /proc/sys/net follows the namespace of the thread that opens it, hence the window.
+    const write = () => Deno.writeTextFileSync(sysctlPath(key), value);
+    if (this.path === "") write();
+    else inNetns(this.path, write);
+  }
+}
+
+/** The Kernel that changes the machine. Sockets and libraries open on first use. */
+export function realKernel(): Kernel {
+  const spaces = new Map<string, RealNetns>();
+  let nft: Nftables | undefined;
+  const get = (path: string) => {
+    let ns = spaces.get(path);
+    if (!ns) {
+      ns = new RealNetns(path);
+      if (path !== "") {
+        try {
+          void ns.sock; // opens the socket now, so a missing namespace shows here
+        } catch (err) {
+          const reason = err instanceof OsError ? err.message.replace(/^.*?: /, "") : String(err);
+          throw new NetnsMissing(path, reason);
+        }
+      }
+      spaces.set(path, ns);
+    }
+    return ns;
+  };
+  return {
+    host: () => get(""),
+    netns: (path) => get(path),
+    nft(commands) {
+      nft ??= new Nftables();
+      nft.run(commands);
+    },
+    nftList(command) {
+      nft ??= new Nftables();
+      try {
+        return nft.list(command);
+      } catch (err) {
+        if (err instanceof Error && /No such file or directory/.test(err.message)) return [];
+        throw err;
+      }
+    },
+    close() {
+      for (const ns of spaces.values()) ns.close();
+      spaces.clear();
+      nft?.close();
+      nft = undefined;
+    },
+  };
+}

@@ -1,0 +1,214 @@
+/**
+ * The `host-local` IPAM plugin: one address from each range set, kept in the
+ * reference plugin's on-disk store so that nodes can switch between the two.
+ * ADD takes the requested address or the next free one round-robin, all
+ * range sets under one lock, and gives back what it took if any set fails.
+ * DEL releases the attachment's addresses and is repeatable. CHECK confirms
+ * the attachment still holds them. GC releases every address whose
+ * attachment the runtime no longer lists.
+ */
+import { CniError, ErrorCode, quote } from "../../spec/errors.ts";
+import type { Dns, IpConfig, Result } from "../../spec/types.ts";
+import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
+import { formatIp, type Ip, parseCidr, sameIp, unmapV4 } from "../../ip.ts";
+import {
+  assignRequests,
+  type HostLocalConfig,
+  ipamProblems,
+  parseHostLocal,
+  requestedIps,
+} from "./config.ts";
+import {
+  type AddressRange,
+  addressWithPrefix,
+  candidates,
+  rangeFor,
+  type RangeSet,
+  setText,
+  usableCountOfSet,
+} from "./range.ts";
+import { AddressStore, type Allocation, ownedBy } from "./store.ts";
+import { parseResolvConf } from "./resolv.ts";
+
+export const HOST_LOCAL_TYPE = "host-local";
+
+function storeOf(inv: Invocation, cfg: HostLocalConfig): AddressStore {
+  return new AddressStore(inv.system.files, cfg.dir);
+}
+
+const key = (ip: Ip) => `${ip.family}/${ip.value}`;
+
+function inSets(sets: RangeSet[], a: Allocation): boolean {
+  return sets.some((s) => rangeFor(s, a.ip));
+}
+
+async function readDns(inv: Invocation, path: string): Promise<Dns | undefined> {
+  const bytes = await inv.system.files.read(path);
+  if (bytes === undefined) {
+    throw new CniError(ErrorCode.Io, `ipam.resolvConf: cannot read ${quote(path)}: no such file`);
+  }
+  const dns = parseResolvConf(new TextDecoder().decode(bytes));
+  return Object.keys(dns).length ? dns : undefined;
+}
+
+type Taken = { ip: Ip; range: AddressRange };
+
+/** A full range, a taken address, a failed CHECK: not the config's fault, so code 999 as in the reference. */
+function failure(message: string): CniError {
+  return new CniError(ErrorCode.Internal, message);
+}
+
+/** The next free address of set `n`, round-robin, reserved for the attachment. */
+async function takeNext(
+  store: AddressStore,
+  set: RangeSet,
+  n: number,
+  taken: Set<string>,
+  id: string,
+  ifname: string,
+): Promise<Taken> {
+  for (const candidate of candidates(set, await store.lastReserved(n))) {
+    if (taken.has(key(candidate.ip))) continue;
+    // Under the lock the scan saw every file, but a file it missed only costs a retry.
+    if (await store.reserve(candidate.ip, id, ifname)) return candidate;
+    taken.add(key(candidate.ip));
+  }
+  const count = usableCountOfSet(set);
+  const addresses = `${count} usable address${count === 1n ? "" : "es"}`;
+  throw failure(`range set ${set.label} (${setText(set)}) is full: ${addresses}, all allocated`);
+}
+
+/** Takes one address from every range set; on any failure gives back what it took. */
+async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig[]> {
+  const { containerId: id, ifname } = inv.env;
+  const wanted = assignRequests(cfg.sets, requestedIps(inv.conf, inv.env));
+  const store = storeOf(inv, cfg);
+  return await store.locked(async () => {
+    const allocations = await store.scan();
+    for (const mine of ownedBy(allocations, id, ifname)) {
+      const set = cfg.sets.find((s) => rangeFor(s, mine.ip));
+      if (!set) continue;
+      const who = `container ${quote(id)} interface ${quote(ifname)}`;
+      throw failure(
+        `${who} already has ${mine.name} from range set ${set.label}; one per set is allowed`,
+      );
+    }
+    const taken = new Set(allocations.map((a) => key(a.ip)));
+    const created: Allocation[] = [];
+    const ips: IpConfig[] = [];
+    try {
+      for (const [n, set] of cfg.sets.entries()) {
+        const request = wanted[n];
+        let got: Taken;
+        if (!request) {
+          got = await takeNext(store, set, n, taken, id, ifname);
+        } else if (!taken.has(key(request.ip)) && (await store.reserve(request.ip, id, ifname))) {
+          got = { ip: request.ip, range: rangeFor(set, request.ip)! };
+        } else {
+          const what = `requested address ${formatIp(request.ip)} (${request.field})`;
+          throw failure(`${what} is already allocated in range set ${set.label}`);
+        }
+        created.push({ name: formatIp(got.ip), ip: got.ip });
+        // Written per set as the reference plugin does, so both leave the same cursor.
+        await store.setLastReserved(n, got.ip);
+        ips.push({
+          address: addressWithPrefix(got.range, got.ip),
+          gateway: formatIp(got.range.gateway),
+        });
+      }
+    } catch (err) {
+      for (const a of created) await store.release(a).catch(() => {});
+      throw err;
+    }
+    return ips;
+  });
+}
+
+async function add(inv: Invocation): Promise<Result> {
+  const cfg = parseHostLocal(inv.conf);
+  const dns = cfg.resolvConf ? await readDns(inv, cfg.resolvConf) : undefined;
+  const ips = await allocate(inv, cfg);
+  const result: Result = { cniVersion: inv.conf.cniVersion, ips };
+  if (cfg.routes.length) result.routes = cfg.routes;
+  if (dns) result.dns = dns;
+  return result;
+}
+
+async function del(inv: Invocation): Promise<void> {
+  const cfg = parseHostLocal(inv.conf);
+  const store = storeOf(inv, cfg);
+  // Nothing was ever allocated: do not create the directory just to find that out.
+  if (!(await store.exists())) return;
+  await store.locked(async () => {
+    const failures: string[] = [];
+    for (const a of ownedBy(await store.scan(), inv.env.containerId, inv.env.ifname)) {
+      await store.release(a).catch((err) =>
+        failures.push(err instanceof Error ? err.message : String(err))
+      );
+    }
+    if (failures.length) {
+      throw new CniError(ErrorCode.Io, `release addresses: ${failures.join("; ")}`);
+    }
+  });
+}
+
+async function check(inv: Invocation): Promise<void> {
+  const cfg = parseHostLocal(inv.conf);
+  const { containerId: id, ifname } = inv.env;
+  const who = `container ${quote(id)} interface ${quote(ifname)}`;
+  const store = storeOf(inv, cfg);
+  const mine = (await store.exists())
+    ? await store.locked(async () => ownedBy(await store.scan(), id, ifname))
+    : [];
+  if (mine.length === 0) throw failure(`no address in ${quote(cfg.dir)} is allocated to ${who}`);
+  const prev = inv.conf.prevResult;
+  if (!prev) return;
+  // Only addresses from our ranges are ours to check: other steps may have added their own.
+  const prevIps = (prev.ips ?? []).map((c) => unmapV4(parseCidr(c.address)!.ip));
+  for (const ip of prevIps) {
+    if (cfg.sets.some((s) => rangeFor(s, ip)) && !mine.some((a) => sameIp(a.ip, ip))) {
+      throw failure(`prevResult has ${formatIp(ip)}, which the store does not hold for ${who}`);
+    }
+  }
+  for (const a of mine) {
+    if (inSets(cfg.sets, a) && !prevIps.some((ip) => sameIp(ip, a.ip))) {
+      throw failure(`the store holds ${a.name} for ${who}, but prevResult does not have it`);
+    }
+  }
+}
+
+async function gc(inv: GcInvocation): Promise<void> {
+  const cfg = parseHostLocal(inv.conf);
+  const store = storeOf(inv, cfg);
+  if (!(await store.exists())) return;
+  const keep = new Set(inv.validAttachments.map((a) => `${a.containerID}\0${a.ifname}`));
+  const keepIds = new Set(inv.validAttachments.map((a) => a.containerID));
+  await store.locked(async () => {
+    const failures: string[] = [];
+    for (const a of await store.scan()) {
+      const { owner } = a;
+      // A file without an interface name is from an old version: keep it while its container lives.
+      const valid = owner !== undefined &&
+        (owner.ifname === undefined
+          ? keepIds.has(owner.id)
+          : keep.has(`${owner.id}\0${owner.ifname}`));
+      if (valid) continue;
+      await store.release(a).catch((err) =>
+        failures.push(err instanceof Error ? err.message : String(err))
+      );
+    }
+    if (failures.length) {
+      throw new CniError(ErrorCode.Io, `release addresses: ${failures.join("; ")}`);
+    }
+  });
+}
+
+export const hostLocalPlugin: Plugin = {
+  validate: ipamProblems,
+  add,
+  del,
+  check,
+  gc,
+  // Nothing to probe: an ADD can succeed whenever the config parses.
+  status: (inv) => Promise.resolve(inv.conf).then(parseHostLocal).then(() => {}),
+};

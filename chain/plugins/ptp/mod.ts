@@ -1,0 +1,250 @@
+/**
+ * The `ptp` plugin: a point-to-point veth between the container and the
+ * host, routed rather than bridged. The host end holds each gateway as a
+ * /32 (/128) with a route to the container's address; the container reaches
+ * its gateway on-link and its subnet through the gateway, as the reference
+ * plugin sets it up. Result interfaces: [host veth, container veth].
+ */
+import { CniError, ErrorCode, invalidConfig, quote, toCniError } from "../../spec/errors.ts";
+import type { ConfigObject, Problem } from "../../spec/config.ts";
+import type { IpConfig, Result } from "../../spec/types.ts";
+import { formatIp, networkOf, parseCidr } from "../../ip.ts";
+import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
+import { IFA_F_NODAD, type Link, RT_SCOPE_LINK } from "../../kernel.ts";
+import { OsError } from "../../../ffi/libc.ts";
+import { Findings } from "../../spec/fields.ts";
+import {
+  checkInterface,
+  configureInterface,
+  containerNetns,
+  defaultGateway,
+  ensureFreeName,
+  type InterfaceConfig,
+  ipamAdd,
+  randomVethName,
+  readInterfaceConfig,
+  requestedMac,
+  requireNetns,
+  stateDirOf,
+} from "../../iface.ts";
+import { addMasquerade, delMasquerade, gcMasquerade } from "../../masquerade.ts";
+import { combineErrors } from "../../runner.ts";
+
+export const PTP_TYPE = "ptp";
+
+function read(raw: ConfigObject, prefix: string): { cfg: InterfaceConfig; problems: Problem[] } {
+  const f = new Findings();
+  const cfg = readInterfaceConfig(f, raw, prefix);
+  if (!cfg.ipamType && !f.problems.some((p) => p.path.startsWith(`${prefix}ipam`))) {
+    f.add(`${prefix}ipam.type`, "is required: ptp needs addresses from an IPAM plugin");
+  }
+  return { cfg, problems: f.problems };
+}
+
+function parse(inv: Invocation): InterfaceConfig & { ipamType: string } {
+  const { cfg, problems } = read(inv.conf.raw, "");
+  if (problems.length) {
+    throw invalidConfig(problems[0].path, problems[0].message, problems[0].value);
+  }
+  return cfg as InterfaceConfig & { ipamType: string };
+}
+
+const attachment = (inv: Invocation) => ({
+  network: inv.conf.name,
+  containerId: inv.env.containerId,
+  ifname: inv.env.ifname,
+});
+
+const hostPrefix = (family: 4 | 6) => (family === 4 ? 32 : 128);
+
+async function add(inv: Invocation): Promise<Result> {
+  const cfg = parse(inv);
+  const mac = requestedMac(inv);
+  const ns = requireNetns(inv);
+  ensureFreeName(ns, inv.env.ifname);
+  const host = inv.system.kernel.host();
+  const undo: (() => unknown)[] = [];
+  try {
+    const ipam = await ipamAdd(inv, cfg.ipamType);
+    undo.push(() => inv.delegate(cfg.ipamType, "DEL", inv.conf.raw));
+    const ips: IpConfig[] = ipam.ips!.map((ip) => ({
+      address: ip.address,
+      gateway: ip.gateway ?? defaultGateway(parseCidr(ip.address)!),
+      interface: 1,
+    }));
+    const routes = [...(ipam.routes ?? [])];
+
+    const { link: hostVeth, peer: cont } = host.createVeth(randomVethName(), inv.env.ifname, ns, {
+      mtu: cfg.mtu,
+      peerMac: mac,
+    });
+    undo.push(() => host.deleteLink(hostVeth.index));
+    host.setLink(hostVeth.index, { up: true });
+    configureInterface(ns, cont, ips, routes);
+    for (const ip of ips) {
+      const cidr = parseCidr(ip.address)!;
+      const family = cidr.ip.family;
+      const own = ip.address.slice(0, ip.address.indexOf("/"));
+      const subnet = formatIp(networkOf(cidr).ip);
+      // Replace the on-link subnet route with: gateway on-link, subnet via the gateway.
+      try {
+        ns.deleteRoute({
+          family,
+          dst: subnet,
+          dstPrefix: cidr.prefix,
+          oif: cont.index,
+          scope: RT_SCOPE_LINK,
+        });
+      } catch (err) {
+        if (!(err instanceof OsError && err.code === "ESRCH")) throw err;
+      }
+      ns.addRoute({
+        family,
+        dst: ip.gateway!,
+        dstPrefix: hostPrefix(family),
+        oif: cont.index,
+        scope: RT_SCOPE_LINK,
+      });
+      if (cidr.prefix < hostPrefix(family)) {
+        ns.addRoute({
+          family,
+          dst: subnet,
+          dstPrefix: cidr.prefix,
+          gw: ip.gateway,
+          oif: cont.index,
+        });
+      }
+      // Host end: the gateway as a host address, and the way back to the container.
+      addOnce(host, hostVeth, ip.gateway!, hostPrefix(family), family === 6 ? IFA_F_NODAD : 0);
+      host.addRoute({
+        family,
+        dst: own,
+        dstPrefix: hostPrefix(family),
+        oif: hostVeth.index,
+        scope: RT_SCOPE_LINK,
+      });
+      host.writeSysctl(family === 4 ? "net/ipv4/ip_forward" : "net/ipv6/conf/all/forwarding", "1");
+    }
+    if (cfg.ipMasq) {
+      const stateDir = stateDirOf(inv, cfg);
+      await addMasquerade(
+        inv.system,
+        stateDir,
+        attachment(inv),
+        ips.map((i) => i.address),
+        cfg.ipMasqExclude,
+      );
+      undo.push(() => delMasquerade(inv.system, stateDir, attachment(inv)));
+    }
+    const result: Result = {
+      cniVersion: inv.conf.cniVersion,
+      interfaces: [
+        { name: hostVeth.name, ...(hostVeth.mac ? { mac: hostVeth.mac } : {}) },
+        { name: cont.name, ...(cont.mac ? { mac: cont.mac } : {}), sandbox: inv.env.netns },
+      ],
+      ips,
+    };
+    if (routes.length) result.routes = routes;
+    if (ipam.dns) result.dns = ipam.dns;
+    return result;
+  } catch (err) {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch {
+        // Best effort; the original error is the one to report.
+      }
+    }
+    throw err;
+  }
+}
+
+function addOnce(
+  host: ReturnType<Invocation["system"]["kernel"]["host"]>,
+  link: Link,
+  address: string,
+  prefix: number,
+  flags: number,
+) {
+  if (host.addresses(link.index).some((a) => a.address === address && a.prefix === prefix)) return;
+  host.addAddress(link.index, address, prefix, flags);
+}
+
+async function del(inv: Invocation): Promise<void> {
+  const cfg = parse(inv);
+  const errors: { step: string; type: string; error: CniError }[] = [];
+  const attempt = async (what: string, fn: () => unknown) => {
+    try {
+      await fn();
+    } catch (err) {
+      errors.push({ step: what, type: PTP_TYPE, error: toCniError(err) });
+    }
+  };
+  await attempt("ipam", () => inv.delegate(cfg.ipamType, "DEL", inv.conf.raw));
+  await attempt("link", () => {
+    const ns = containerNetns(inv);
+    const link = ns?.link(inv.env.ifname);
+    if (!ns || !link) return;
+    try {
+      ns.deleteLink(link.index); // the host end, its address and route go with it
+    } catch (err) {
+      if (!(err instanceof OsError && err.code === "ENODEV")) throw err;
+    }
+  });
+  if (cfg.ipMasq) {
+    await attempt(
+      "masquerade",
+      () => delMasquerade(inv.system, stateDirOf(inv, cfg), attachment(inv)),
+    );
+  }
+  if (errors.length) throw combineErrors(errors, "DEL");
+}
+
+async function check(inv: Invocation): Promise<void> {
+  const cfg = parse(inv);
+  const prev = inv.conf.prevResult;
+  if (!prev) throw invalidConfig("prevResult", "is required for CHECK");
+  await inv.delegate(cfg.ipamType, "CHECK", inv.conf.raw);
+  const ns = requireNetns(inv);
+  const contIndex =
+    prev.interfaces?.findIndex((i) => i.name === inv.env.ifname && i.sandbox === inv.env.netns) ??
+      -1;
+  if (contIndex < 0) {
+    throw new CniError(
+      ErrorCode.Internal,
+      `CHECK: prevResult has no interface ${quote(inv.env.ifname)} in ${quote(inv.env.netns)}`,
+    );
+  }
+  const ips = (prev.ips ?? []).filter((ip) => ip.interface === contIndex);
+  checkInterface(ns, inv.env.ifname, ips, prev.routes ?? [], prev.interfaces![contIndex].mac);
+}
+
+async function gc(inv: GcInvocation): Promise<void> {
+  const cfg = parse(inv);
+  const errors: { step: string; type: string; error: CniError }[] = [];
+  try {
+    await inv.delegate(cfg.ipamType, "GC", inv.conf.raw);
+  } catch (err) {
+    errors.push({ step: "ipam", type: cfg.ipamType, error: toCniError(err) });
+  }
+  if (cfg.ipMasq) {
+    try {
+      await gcMasquerade(inv.system, stateDirOf(inv, cfg), inv.conf.name, inv.validAttachments);
+    } catch (err) {
+      errors.push({ step: "masquerade", type: PTP_TYPE, error: toCniError(err) });
+    }
+  }
+  if (errors.length) throw combineErrors(errors, "GC");
+}
+
+export const ptpPlugin: Plugin = {
+  validate: (entry, path) => read(entry, `${path}.`).problems,
+  add,
+  del,
+  check,
+  gc,
+  status: async (inv) => {
+    const cfg = parse(inv);
+    await inv.delegate(cfg.ipamType, "STATUS", inv.conf.raw);
+  },
+};
