@@ -26,7 +26,7 @@ async function main(): Promise<number> {
     const code = await dispatch(
       {
         getEnv: (n) => Deno.env.get(n),
-        stdin: Deno.stdin.readable,
+        stdin: Deno.stdin,
         stdout: writeStdout,
         stderr: writeStderr,
         invokedAs,

@@ -5,7 +5,7 @@
  */
 import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { parseEnv } from "./spec/env.ts";
-import { decodeObject, MAX_STDIN_BYTES, readBounded } from "./spec/input.ts";
+import { decodeObject, MAX_STDIN_BYTES, readBoundedSync } from "./spec/input.ts";
 import {
   checkConflist,
   type ConfigObject,
@@ -78,10 +78,10 @@ export interface CliIo {
   env(): Record<string, string>;
 }
 
-async function readConfigFile(path: string): Promise<{ bytes: Uint8Array; value: ConfigObject }> {
+function readConfigFile(path: string): { bytes: Uint8Array; value: ConfigObject } {
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { read: true });
+    file = Deno.openSync(path, { read: true });
   } catch (err) {
     throw new CniError(
       ErrorCode.Io,
@@ -90,9 +90,11 @@ async function readConfigFile(path: string): Promise<{ bytes: Uint8Array; value:
   }
   let bytes: Uint8Array;
   try {
-    bytes = await readBounded(file.readable, MAX_STDIN_BYTES);
+    bytes = readBoundedSync(file, MAX_STDIN_BYTES);
   } catch (err) {
     throw toCniError(err, `read ${quote(path)}`);
+  } finally {
+    file.close();
   }
   return { bytes, value: decodeObject(bytes, path) };
 }
@@ -157,7 +159,7 @@ async function validate(args: string[], io: CliIo): Promise<number> {
   }
   let problems;
   try {
-    const { value } = await readConfigFile(path);
+    const { value } = readConfigFile(path);
     problems = checkConflist(asConflist(value), entryCheck(builtinRegistry())).problems;
   } catch (err) {
     const e = toCniError(err);
@@ -225,7 +227,7 @@ async function runVerb(verb: Verb, args: string[], io: CliIo): Promise<number> {
   const system: System = dryRun ? recordingSystem(realSystem()) : realSystem();
   const plan = new Plan(system);
   try {
-    const { bytes, value } = await readConfigFile(parsed.positionals[0]);
+    const { bytes, value } = readConfigFile(parsed.positionals[0]);
     const registry = builtinRegistry();
     const conflist: Conflist = parseConflist(asConflist(value), entryCheck(registry));
     const cniPath = o["cni-path"] ?? io.getEnv("CNI_PATH") ?? DEFAULT_CNI_PATH;

@@ -5,7 +5,7 @@
  */
 import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { parseEnv } from "./spec/env.ts";
-import { decodeObject, readBounded } from "./spec/input.ts";
+import { decodeObject, readBoundedSync, type SyncReader } from "./spec/input.ts";
 import { LATEST_VERSION, parseSemver, SUPPORTED_VERSIONS } from "./spec/version.ts";
 import { runBuiltin } from "./invoke.ts";
 import type { InvokeContext, Registry } from "./plugin.ts";
@@ -13,7 +13,7 @@ import { CHAIN_TYPE } from "./plugins/cnichain/mod.ts";
 
 export interface BoundaryIo {
   getEnv(name: string): string | undefined;
-  stdin: ReadableStream<Uint8Array>;
+  stdin: SyncReader;
   stdout(text: string): void;
   stderr(text: string): void;
   /** Set when the program was invoked under a built-in plugin's name (multi-call). */
@@ -35,7 +35,7 @@ export async function dispatch(
   let config: Record<string, unknown> | undefined;
   try {
     const env = parseEnv(io.getEnv);
-    const bytes = await readBounded(io.stdin);
+    const bytes = readBoundedSync(io.stdin);
     if (env.command === "VERSION") {
       config = bytes.length ? decodeObject(bytes) : {};
       const asked = config.cniVersion;

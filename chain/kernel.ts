@@ -4,7 +4,8 @@
  * ffi/ (one netlink socket per namespace, opened in a synchronous setns
  * window); `kernel_sim.ts` is the in-memory model behind dry runs and tests.
  */
-import { NetlinkSocket } from "../ffi/netlink_socket.ts";
+import { NETLINK_NETFILTER, NetlinkSocket } from "../ffi/netlink_socket.ts";
+import * as ct from "../ffi/conntrack.ts";
 import { inNetns, openNetns } from "../ffi/netns.ts";
 import { close as closeFd, OsError } from "../ffi/libc.ts";
 import { Nftables } from "../ffi/nftables.ts";
@@ -58,6 +59,10 @@ export interface Kernel {
   nft(commands: string): void;
   /** Runs an nft `list` command; its JSON objects, or [] when the object does not exist. */
   nftList(command: string): unknown[];
+  /** Runs an nft `get` command; its text, or undefined when the object does not exist. */
+  nftGet(command: string): string | undefined;
+  /** Deletes the host's tracked connections of `proto` to `dstPort` (original direction); returns how many. */
+  forgetConnections(family: 4 | 6, proto: number, dstPort: number): number;
   /** Releases sockets; safe to call twice. */
   close(): void;
 }
@@ -247,6 +252,7 @@ class RealNetns implements Netns {
 export function realKernel(): Kernel {
   const spaces = new Map<string, RealNetns>();
   let nft: Nftables | undefined;
+  let conntrack: NetlinkSocket | undefined;
   const get = (path: string) => {
     let ns = spaces.get(path);
     if (!ns) {
@@ -279,11 +285,44 @@ export function realKernel(): Kernel {
         throw err;
       }
     },
+    forgetConnections(family, proto, dstPort) {
+      conntrack ??= NetlinkSocket.open(NETLINK_NETFILTER);
+      const sock = conntrack;
+      const doomed = sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
+        .map(ct.parseEntry)
+        .filter((t): t is ct.Tuple =>
+          t !== undefined && t.proto === proto && t.dstPort === dstPort
+        );
+      let gone = 0;
+      for (const t of doomed) {
+        try {
+          sock.request(
+            (seq) => ct.deleteRequest(seq, t),
+            `IPCTNL_MSG_CT_DELETE ${t.src}:${t.srcPort} -> ${t.dst}:${t.dstPort}`,
+          );
+          gone++;
+        } catch (err) {
+          if (!(err instanceof OsError && err.code === "ENOENT")) throw err; // expired meanwhile
+        }
+      }
+      return gone;
+    },
+    nftGet(command) {
+      nft ??= new Nftables();
+      try {
+        return nft.query(command);
+      } catch (err) {
+        if (err instanceof Error && /No such file or directory/.test(err.message)) return undefined;
+        throw err;
+      }
+    },
     close() {
       for (const ns of spaces.values()) ns.close();
       spaces.clear();
       nft?.close();
       nft = undefined;
+      conntrack?.close();
+      conntrack = undefined;
     },
   };
 }

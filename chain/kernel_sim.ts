@@ -341,6 +341,19 @@ export class SimKernel implements Kernel {
     return this.seed?.nftList(command) ?? [];
   }
 
+  forgetConnections(family: 4 | 6, proto: number, dstPort: number): number {
+    const name = proto === 17 ? "udp" : proto === 6 ? "tcp" : `protocol ${proto}`;
+    this.effects.push({
+      op: "forget tracked connections",
+      target: `ipv${family} ${name} to port ${dstPort}`,
+    });
+    return 0;
+  }
+
+  nftGet(command: string): string | undefined {
+    return this.seed?.nftGet(command);
+  }
+
   close(): void {
     this.seed?.close();
   }

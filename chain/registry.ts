@@ -7,6 +7,7 @@ import { STATIC_TYPE, staticPlugin } from "./plugins/static/mod.ts";
 import { BRIDGE_TYPE, bridgePlugin } from "./plugins/bridge/mod.ts";
 import { PTP_TYPE, ptpPlugin } from "./plugins/ptp/mod.ts";
 import { LOOPBACK_TYPE, loopbackPlugin } from "./plugins/loopback/mod.ts";
+import { PORTMAP_TYPE, portmapPlugin } from "./plugins/portmap/mod.ts";
 import { isObject } from "./spec/config.ts";
 
 /**
@@ -33,6 +34,7 @@ export function builtinRegistry(): Registry {
   registry.set(BRIDGE_TYPE, bridgePlugin);
   registry.set(PTP_TYPE, ptpPlugin);
   registry.set(LOOPBACK_TYPE, loopbackPlugin);
+  registry.set(PORTMAP_TYPE, portmapPlugin);
   return registry;
 }
 

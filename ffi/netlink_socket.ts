@@ -14,7 +14,8 @@ import {
   type Reply,
 } from "./netlink.ts";
 
-const NETLINK_ROUTE = 0;
+export const NETLINK_ROUTE = 0;
+export const NETLINK_NETFILTER = 12;
 const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
@@ -30,9 +31,9 @@ export class NetlinkSocket {
     this.#fd = fd;
   }
 
-  /** Opens a socket in the calling thread's current network namespace. */
-  static open(): NetlinkSocket {
-    const fd = libc.socket(libc.AF_NETLINK, libc.SOCK_RAW | libc.SOCK_CLOEXEC, NETLINK_ROUTE);
+  /** Opens a socket (rtnetlink unless told otherwise) in the calling thread's network namespace. */
+  static open(protocol = NETLINK_ROUTE): NetlinkSocket {
+    const fd = libc.socket(libc.AF_NETLINK, libc.SOCK_RAW | libc.SOCK_CLOEXEC, protocol);
     try {
       libc.setsockoptInt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
       libc.setsockoptInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);

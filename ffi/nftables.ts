@@ -81,6 +81,11 @@ export class Nftables {
     this.#run(commands, false);
   }
 
+  /** Runs a command and returns its text output (for `get element`, which prints no JSON). */
+  query(command: string): string {
+    return this.#run(command, false);
+  }
+
   /** Runs a `list ...` command and returns its JSON `nftables` array. */
   list(command: string): unknown[] {
     const out = this.#run(command, true);

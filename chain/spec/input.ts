@@ -41,6 +41,40 @@ export async function readBounded(
   return out;
 }
 
+/** Something read synchronously, like Deno.stdin or an open file. */
+export interface SyncReader {
+  readSync(p: Uint8Array): number | null;
+}
+
+/**
+ * readBounded() for a synchronous reader. Plugin mode reads stdin this way:
+ * the web streams behind `Deno.stdin.readable` take milliseconds to load.
+ */
+export function readBoundedSync(reader: SyncReader, limit = MAX_STDIN_BYTES): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (true) {
+    const chunk = new Uint8Array(64 * 1024);
+    const n = reader.readSync(chunk);
+    if (n === null || n === 0) break;
+    size += n;
+    if (size > limit) {
+      throw new CniError(
+        ErrorCode.Decode,
+        `stdin is larger than the ${limit / 1024 / 1024} MiB limit`,
+      );
+    }
+    chunks.push(chunk.subarray(0, n));
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
 /** The deepest nesting of objects and arrays in a JSON text (strings skipped). */
 export function jsonDepth(text: string): number {
   let depth = 0, deepest = 0, inString = false;

@@ -32,6 +32,7 @@ const IPTABLES = "/usr/sbin/iptables";
 const IP6TABLES = "/usr/sbin/ip6tables";
 const CAT = "/usr/bin/cat";
 const TIMEOUT = "/usr/bin/timeout";
+const TEE = "/usr/bin/tee";
 /** A plugin run that takes longer is a hang: fail it rather than the whole suite's time limit. */
 const PLUGIN_TIMEOUT_S = 30;
 const REFERENCE_DIR = "/usr/lib/cni";
@@ -67,19 +68,25 @@ let skipNoted = false;
 
 /**
  * Registers a kernel test that runs `fn` once per spec version in
- * {@linkcode KERNEL_VERSIONS}, each time in a fresh {@linkcode Lab}. It is
- * skipped, with the reason printed, when not root or when `only` names the
- * other implementation.
+ * {@linkcode KERNEL_VERSIONS} (only those also in `versions`, when given),
+ * each time in a fresh {@linkcode Lab}. It is skipped, with the reason
+ * printed, when not root, when `only` names the other implementation, or when
+ * none of `versions` is tested.
  */
 export function kernelTest(
   name: string,
   fn: (lab: Lab, version: string) => Promise<void>,
-  opts: { only?: Mode } = {},
+  opts: { only?: Mode; versions?: readonly string[] } = {},
 ): void {
+  const versions = KERNEL_VERSIONS.filter((v) => !opts.versions || opts.versions.includes(v));
   let why = "";
   if (!IS_ROOT) why = "kernel tests: they need root (network namespaces, links, nftables)";
   else if (opts.only && opts.only !== MODE) {
     why = `runs only with the ${opts.only} plugins (CNICHAIN_TEST_PLUGINS selects ${MODE})`;
+  } else if (versions.length === 0) {
+    why = `runs only at cniVersion ${
+      opts.versions!.join(", ")
+    } (the ${MODE} plugins are tested at ${KERNEL_VERSIONS.join(", ")})`;
   }
   if (why && (!skipNoted || IS_ROOT)) {
     console.warn(
@@ -91,7 +98,7 @@ export function kernelTest(
     name: `${name} [${MODE}]`,
     ignore: why !== "",
     fn: async (t) => {
-      for (const version of KERNEL_VERSIONS) {
+      for (const version of versions) {
         await t.step(`cniVersion ${version}`, () => withLab((lab) => fn(lab, version)));
       }
     },
@@ -442,6 +449,26 @@ export async function pingWithin(netns: string, address: string, withinMs = 0): 
 export async function sysctl(netns: string, key: string): Promise<string> {
   const out = await run([IP, "netns", "exec", netns, CAT, `/proc/sys/${key}`], "read a sysctl");
   return out.stdout.trim();
+}
+
+/**
+ * Sets a sysctl of `netns` by writing /proc/sys inside it (only a test's own
+ * netns: `net/bridge/bridge-nf-call-iptables` of its host netns, say).
+ */
+export async function setSysctl(netns: string, key: string, value: string): Promise<void> {
+  const out = await runProgram(IP, {
+    args: ["netns", "exec", netns, TEE, `/proc/sys/${key}`],
+    stdin: value,
+  });
+  if (out.code !== 0) {
+    throw new Error(`set ${key}=${value} in netns ${netns}: ${out.stderr.trim()}`);
+  }
+}
+
+/** `nft list ruleset` in `netns` as text, for a failure message. */
+export async function nftRulesetText(netns: string): Promise<string> {
+  const out = await runProgram(IP, { args: ["netns", "exec", netns, NFT, "list", "ruleset"] });
+  return out.code === 0 ? out.stdout : `(nft list ruleset failed: ${out.stderr.trim()})`;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,0 +1,320 @@
+/**
+ * What the nftables users (masquerade, portmap) share: cnichain's one table,
+ * the lock that serialises every read-modify-write of it, the comment that
+ * ties an element to its attachment, and reading elements back from nft's
+ * JSON listing.
+ */
+import type { System } from "./system.ts";
+
+export const TABLE = "cnichain";
+
+async function hash(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+}
+
+/** The network part of a comment: the name when it is short, else a hash of it. */
+export async function networkTag(network: string): Promise<string> {
+  return network.length <= 40 ? network : `#${await hash(network)}`;
+}
+
+/** nft keeps at most 128 bytes of comment. */
+const MAX_COMMENT = 120;
+
+/**
+ * The comment on an attachment's elements: `<network> <containerID> <ifname>`,
+ * readable in `nft list ruleset` and in error messages; when that is too long
+ * for nft, the network tag and a hash of the attachment.
+ */
+export async function attachmentTag(
+  network: string,
+  containerId: string,
+  ifname: string,
+): Promise<string> {
+  const tag = await networkTag(network);
+  const plain = `${tag} ${containerId} ${ifname}`;
+  return plain.length <= MAX_COMMENT
+    ? plain
+    : `${tag} #${await hash(`${network}\0${containerId}\0${ifname}`)}`;
+}
+
+/** The lock file guarding cnichain's nftables table, in the state directory. */
+export function lockFile(stateDir: string): string {
+  return `${stateDir}/nftables.lock`;
+}
+
+/** Runs `fn` holding the nftables lock. */
+export async function locked<T>(
+  system: System,
+  stateDir: string,
+  fn: () => Promise<T> | T,
+): Promise<T> {
+  await system.files.mkdir(stateDir, 0o700);
+  return await system.files.withLock(lockFile(stateDir), async () => await fn());
+}
+
+/** An element from nft's JSON listing, back in the syntax `add/delete element` takes. */
+export function elementText(val: unknown): string {
+  if (typeof val === "string" || typeof val === "number") return String(val);
+  const v = val as Record<string, unknown>;
+  if (v.concat) return (v.concat as unknown[]).map(elementText).join(" . ");
+  if (v.prefix) {
+    const p = v.prefix as { addr: string; len: number };
+    return `${p.addr}/${p.len}`;
+  }
+  if (v.range) return (v.range as unknown[]).map(elementText).join("-");
+  return JSON.stringify(val);
+}
+
+export interface Element {
+  /** The key as nft syntax. */
+  key: string;
+  /** A map element's value as nft syntax. */
+  value?: string;
+  comment?: string;
+}
+
+export interface TableListing {
+  /** Set and map names, each with its elements. */
+  sets: Map<string, Element[]>;
+  /** Which of `sets` are maps. */
+  maps: Set<string>;
+  chains: string[];
+}
+
+/** cnichain's table as it is now; empty when it does not exist. */
+export function readTable(system: System): TableListing {
+  const sets = new Map<string, Element[]>();
+  const maps = new Set<string>();
+  const chains: string[] = [];
+  for (const item of system.kernel.nftList(`list table inet ${TABLE}`)) {
+    const obj = item as Record<string, { name: string; elem?: unknown[] }>;
+    if (obj.chain) chains.push(obj.chain.name);
+    const set = obj.set ?? obj.map;
+    if (!set) continue;
+    if (obj.map) maps.add(set.name);
+    sets.set(
+      set.name,
+      (set.elem ?? []).map((e) => {
+        // A map element is [key, value]; a set element is the key alone.
+        const [key, value] = Array.isArray(e) ? e : [e, undefined];
+        const inner = (key as { elem?: { val: unknown; comment?: string } }).elem;
+        return {
+          key: elementText(inner ? inner.val : key),
+          ...(value !== undefined ? { value: elementText(value) } : {}),
+          ...(inner?.comment !== undefined ? { comment: inner.comment } : {}),
+        };
+      }),
+    );
+  }
+  return { sets, maps, chains };
+}
+
+/** `delete element` lines for the elements of `sets` whose comment `doomed()` picks. */
+export function deleteLines(
+  listing: TableListing,
+  names: string[],
+  doomed: (comment: string) => boolean,
+): string[] {
+  const lines: string[] = [];
+  for (const name of names) {
+    const gone = (listing.sets.get(name) ?? []).filter((e) =>
+      e.comment !== undefined && doomed(e.comment)
+    );
+    if (gone.length) {
+      lines.push(`delete element inet ${TABLE} ${name} { ${gone.map((e) => e.key).join(", ")} }`);
+    }
+  }
+  return lines;
+}
+
+/**
+ * Lines that remove a feature's chains and sets when none of its sets holds
+ * an element any more, and the whole table when nothing else is in it, so the
+ * last DEL leaves nftables as cnichain found it.
+ */
+export function retireLines(
+  listing: TableListing,
+  feature: { chains: string[]; sets: string[] },
+  doomed: (comment: string) => boolean,
+): string[] {
+  const present = feature.sets.filter((s) => listing.sets.has(s));
+  if (!present.length) return [];
+  const left = present.reduce(
+    (n, s) =>
+      n +
+      listing.sets.get(s)!.filter((e) => !(e.comment !== undefined && doomed(e.comment))).length,
+    0,
+  );
+  if (left > 0) return [];
+  const others = [...listing.sets.keys()].some((s) => !feature.sets.includes(s)) ||
+    listing.chains.some((c) => !feature.chains.includes(c));
+  if (!others) return [`delete table inet ${TABLE}`];
+  // Rules first (they refer to the sets and jump between chains), then chains, then sets.
+  const chains = feature.chains.filter((c) => listing.chains.includes(c));
+  return [
+    ...chains.map((c) => `flush chain inet ${TABLE} ${c}`),
+    ...chains.map((c) => `delete chain inet ${TABLE} ${c}`),
+    ...present.map((s) => `delete ${listing.maps.has(s) ? "map" : "set"} inet ${TABLE} ${s}`),
+  ];
+}
+
+/** A user of the table: its chains and sets, and the batch that (re)creates them. */
+export interface Feature {
+  /** Names its registry folder, `<stateDir>/nft/<name>/`. */
+  name: string;
+  /** In deletion order: chains that jump to others first. */
+  chains: string[];
+  sets: string[];
+  /** Commands that create the table, sets and chains and rewrite the rules; safe to repeat. */
+  skeleton(): string[];
+}
+
+export interface PlannedElement {
+  set: string;
+  key: string;
+  /** For maps: the value the key maps to. */
+  value?: string;
+  /** The key may belong to one attachment only (a host port). */
+  exclusive?: boolean;
+}
+
+async function registryFile(stateDir: string, feature: Feature, tag: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tag));
+  const name = [...new Uint8Array(digest)].slice(0, 16).map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  return `${stateDir}/nft/${feature.name}/${name}`;
+}
+
+interface Registration {
+  tag: string;
+  elements: { set: string; key: string }[];
+}
+
+function elementLine(verb: string, e: PlannedElement, tag: string): string {
+  return `${verb} element inet ${TABLE} ${e.set} { ${e.key} comment "${tag}"${
+    e.value ? ` : ${e.value}` : ""
+  } }`;
+}
+
+/** The comment of an existing element, or undefined when there is no such element. */
+function ownerOf(system: System, e: PlannedElement): string | undefined {
+  const text = system.kernel.nftGet(`get element inet ${TABLE} ${e.set} { ${e.key} }`);
+  if (text === undefined) return undefined;
+  return /comment "([^"]*)"/.exec(text)?.[1] ?? "";
+}
+
+/**
+ * Adds an attachment's elements in one atomic batch with the feature's
+ * skeleton, and records which they are, so that DEL removes exactly those
+ * without listing the table: both cost the same at the ten-thousandth pod
+ * as at the first. An exclusive key held by another attachment is refused
+ * through `taken`, and nothing changes.
+ */
+export async function installElements(
+  system: System,
+  stateDir: string,
+  feature: Feature,
+  tag: string,
+  elements: PlannedElement[],
+  taken: (element: PlannedElement, owner: string) => Error,
+): Promise<void> {
+  const file = await registryFile(stateDir, feature, tag);
+  await locked(system, stateDir, async () => {
+    const create = elements.map((e) => elementLine(e.exclusive ? "create" : "add", e, tag));
+    try {
+      system.kernel.nft([...feature.skeleton(), ...create].join("\n"));
+    } catch (err) {
+      if (!/File exists/.test(String(err))) throw err;
+      // Whose are they? Another attachment's: refuse. Our own (an ADD repeated after a crash): replace.
+      const ours: PlannedElement[] = [];
+      for (const e of elements.filter((e) => e.exclusive)) {
+        const owner = ownerOf(system, e);
+        if (owner === undefined) continue;
+        if (owner !== tag) throw taken(e, owner);
+        ours.push(e);
+      }
+      const replace = ours.map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
+      system.kernel.nft(
+        [...feature.skeleton(), ...replace, ...elements.map((e) => elementLine("add", e, tag))]
+          .join("\n"),
+      );
+    }
+    const registration: Registration = {
+      tag,
+      elements: elements.map(({ set, key }) => ({ set, key })),
+    };
+    await system.files.mkdir(`${stateDir}/nft/${feature.name}`, 0o700);
+    await system.files.writeAtomic(file, JSON.stringify(registration), 0o600);
+  });
+}
+
+/** When no attachment of the feature is registered any more, removes its chains and sets (and the table if empty). */
+async function retireIfUnused(system: System, stateDir: string, feature: Feature): Promise<void> {
+  if ((await system.files.list(`${stateDir}/nft/${feature.name}`)).length) return;
+  const lines = retireLines(readTable(system), feature, () => false);
+  if (lines.length) system.kernel.nft(lines.join("\n"));
+}
+
+/**
+ * Removes an attachment's elements: those its record lists and that still
+ * carry its comment (after an nftables flush another pod may own the same
+ * key now), else, without a record, every element whose comment is the
+ * attachment's (found by listing the table). Nothing there is success.
+ */
+export async function removeElements(
+  system: System,
+  stateDir: string,
+  feature: Feature,
+  tag: string,
+): Promise<void> {
+  const file = await registryFile(stateDir, feature, tag);
+  await locked(system, stateDir, async () => {
+    const bytes = await system.files.read(file);
+    let lines: string[] | undefined;
+    if (bytes) {
+      try {
+        const reg = JSON.parse(new TextDecoder().decode(bytes)) as Registration;
+        lines = reg.elements
+          .filter((e) => ownerOf(system, e) === tag)
+          .map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
+      } catch {
+        lines = undefined; // a damaged record: go by the comments instead
+      }
+    }
+    lines ??= deleteLines(readTable(system), feature.sets, (c) => c === tag);
+    if (lines.length) system.kernel.nft(lines.join("\n"));
+    await system.files.remove(file);
+    await retireIfUnused(system, stateDir, feature);
+  });
+}
+
+/** Removes the elements (and records) of `network`'s attachments whose tag is not in `keep`. */
+export async function collectElements(
+  system: System,
+  stateDir: string,
+  feature: Feature,
+  network: string,
+  keep: Set<string>,
+): Promise<void> {
+  const prefix = `${await networkTag(network)} `;
+  const doomed = (c: string) => c.startsWith(prefix) && !keep.has(c);
+  await locked(system, stateDir, async () => {
+    const lines = deleteLines(readTable(system), feature.sets, doomed);
+    if (lines.length) system.kernel.nft(lines.join("\n"));
+    const dir = `${stateDir}/nft/${feature.name}`;
+    for (const name of await system.files.list(dir)) {
+      try {
+        const reg = JSON.parse(
+          new TextDecoder().decode((await system.files.read(`${dir}/${name}`))!),
+        ) as Registration;
+        if (doomed(reg.tag)) await system.files.remove(`${dir}/${name}`);
+      } catch {
+        await system.files.remove(`${dir}/${name}`);
+      }
+    }
+    await retireIfUnused(system, stateDir, feature);
+  });
+}
