@@ -25,6 +25,7 @@ import { fanOut, type Observer, traceObserver } from "./observe.ts";
 import { Plan } from "./plan.ts";
 import { validAttachments } from "./invoke.ts";
 import { EXEC_TIMEOUT_MS } from "./exec.ts";
+import { runPolicyCli } from "./policy_cli.ts";
 import {
   cachedAttachments,
   DEFAULT_CACHE_DIR,
@@ -44,6 +45,7 @@ Invoked as ${"`bridge`"}, ${"`host-local`"}, ... it acts as that single built-in
 Command line:
   cnichain add|del|check|gc|status CONFLIST [options]   run a conflist like cnitool
   cnichain validate CONFLIST [--json]                     report every problem in a conflist
+  cnichain policy explain|sync ... --config CONFLIST      why a flow is allowed or denied; re-apply policies
   cnichain version                                        program and spec versions
   cnichain COMMAND --help                                 help for one command`;
 
@@ -121,6 +123,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (command === "validate") return await validate(argv.slice(1), io);
+  if (command === "policy") return await runPolicyCli(argv.slice(1), io);
   const verbs: Record<string, Verb> = {
     add: "ADD",
     del: "DEL",

@@ -8,6 +8,7 @@ import { BRIDGE_TYPE, bridgePlugin } from "./plugins/bridge/mod.ts";
 import { PTP_TYPE, ptpPlugin } from "./plugins/ptp/mod.ts";
 import { LOOPBACK_TYPE, loopbackPlugin } from "./plugins/loopback/mod.ts";
 import { PORTMAP_TYPE, portmapPlugin } from "./plugins/portmap/mod.ts";
+import { POLICY_TYPE, policyPlugin } from "./plugins/policy/mod.ts";
 import { isObject } from "./spec/config.ts";
 
 /**
@@ -35,6 +36,7 @@ export function builtinRegistry(): Registry {
   registry.set(PTP_TYPE, ptpPlugin);
   registry.set(LOOPBACK_TYPE, loopbackPlugin);
   registry.set(PORTMAP_TYPE, portmapPlugin);
+  registry.set(POLICY_TYPE, policyPlugin);
   return registry;
 }
 

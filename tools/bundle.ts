@@ -18,7 +18,16 @@ const build = await new Deno.Command(Deno.execPath(), {
 }).output();
 if (!build.success) Deno.exit(build.code || 1);
 
-const body = (await Deno.readTextFile(js)).replace(/^#!.*\n/, "");
+let body = (await Deno.readTextFile(js)).replace(/^#!.*\n/, "");
+// The policy engine travels inside the program: one file to install, nothing to find at run time.
+const wasm = await Deno.readFile(`${root}policy-wasm/policy.wasm`).catch(() => undefined);
+if (wasm) {
+  let binary = "";
+  for (let i = 0; i < wasm.length; i += 0x8000) {
+    binary += String.fromCharCode(...wasm.subarray(i, i + 0x8000));
+  }
+  body = body.replace('"__CNICHAIN_POLICY_WASM__"', JSON.stringify(btoa(binary)));
+}
 // `env -S` splits the interpreter line into arguments; env is at a fixed path on every Linux.
 // --no-config keeps a deno.json in the caller's working directory from changing the program.
 const shebang = `#!/usr/bin/env -S ${deno} run --allow-all --no-config --no-lock --quiet\n`;

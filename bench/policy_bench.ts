@@ -1,0 +1,89 @@
+/**
+ * The policy engine's speed: how long compiling one pod's plan takes against
+ * 1,000 policies, and how many verdicts per second it answers. In-process
+ * calls into policy.wasm, medians over repeated runs.
+ *
+ *   deno run -A bench/policy_bench.ts [--policies 1000] [--json out.json]
+ */
+import { parseArgs } from "node:util";
+import { PolicyEngine } from "../policy-wasm/host.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { policies: { type: "string", default: "1000" }, json: { type: "string" } },
+});
+const count = Number(values.policies);
+
+/** Policies of the shapes clusters have: per-app allows by label, namespace and port, some ipBlocks. */
+function policies(n: number): unknown[] {
+  return Array.from({ length: n }, (_, i) => ({
+    name: `p${i}`,
+    namespace: `ns${i % 20}`,
+    podSelector: { matchLabels: { app: `app${i % 50}` } },
+    policyTypes: i % 3 === 0 ? ["Ingress", "Egress"] : ["Ingress"],
+    ingress: [{
+      from: [
+        { podSelector: { matchLabels: { role: `r${i % 7}` } } },
+        {
+          namespaceSelector: {
+            matchLabels: { "kubernetes.io/metadata.name": `ns${(i + 1) % 20}` },
+          },
+        },
+        ...(i % 5 === 0
+          ? [{ ipBlock: { cidr: "10.0.0.0/8", except: [`10.${i % 250}.0.0/16`] } }]
+          : []),
+      ],
+      ports: [{ protocol: "TCP", port: 8000 + (i % 100), endPort: 8010 + (i % 100) }],
+    }],
+    ...(i % 3 === 0
+      ? { egress: [{ to: [{ podSelector: {} }], ports: [{ protocol: "UDP", port: 53 }] }] }
+      : {}),
+  }));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)];
+}
+
+const engine = new PolicyEngine();
+const list = policies(count);
+const pod = (i: number) => ({
+  namespace: `ns${i % 20}`,
+  name: `pod${i}`,
+  labels: { app: `app${i % 50}`, role: `r${i % 7}` },
+  namespaceLabels: { "kubernetes.io/metadata.name": `ns${i % 20}` },
+  addresses: [`10.1.${Math.floor(i / 250)}.${(i % 250) + 1}`],
+});
+
+const planMs: number[] = [];
+let rules = 0;
+for (let i = 0; i < 30; i++) {
+  const began = performance.now();
+  const plan = engine.plan(list, pod(i));
+  planMs.push(performance.now() - began);
+  rules = plan.ingress.rules.length + plan.egress.rules.length;
+}
+const verdicts = 2000;
+const began = performance.now();
+for (let i = 0; i < verdicts; i++) {
+  engine.verdict(list, pod(i), pod(i + 1), 8000 + (i % 120), "TCP");
+}
+const perSecond = verdicts / ((performance.now() - began) / 1000);
+
+const report = {
+  policies: count,
+  planMedianMs: median(planMs),
+  planRules: rules,
+  verdictsPerSecond: Math.round(perSecond),
+};
+console.log(`policy engine, ${count} policies:`);
+console.log(
+  `  plan for one pod: median ${
+    report.planMedianMs.toFixed(2)
+  } ms (${rules} rules in the last plan)`,
+);
+console.log(
+  `  verdicts: ${report.verdictsPerSecond} per second (each sends all ${count} policies across the ABI)`,
+);
+if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(report, null, 2));

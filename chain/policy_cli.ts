@@ -1,0 +1,160 @@
+/**
+ * `cnichain policy explain|sync`: why a flow is allowed or denied, from the
+ * same engine and registry the policy step uses; and re-applying a changed
+ * `policyFile` to the pods already running.
+ */
+import { CniError, ErrorCode, quote } from "./spec/errors.ts";
+import { type ConfigObject, isObject } from "./spec/config.ts";
+import { decodeObject, MAX_STDIN_BYTES, readBoundedSync } from "./spec/input.ts";
+import { parseIp } from "./ip.ts";
+import { realSystem } from "./system.ts";
+import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
+import { loadPolicies, readPolicyConfig, readRecords, syncPods } from "./plugins/policy/mod.ts";
+import { type Endpoint, policyEngine } from "../policy-wasm/host.ts";
+
+const HELP =
+  `cnichain policy explain --from ADDR|NS/POD --to ADDR|NS/POD --port N[/tcp|udp|sctp] --config CONFLIST [--json]
+cnichain policy sync --config CONFLIST
+
+explain: the verdict for a flow and the policy and rule that decide it, for each side (the
+sender's egress, the receiver's ingress), from the policies of CONFLIST's policy step and the
+pods it has registered.
+sync: re-plans every registered pod of CONFLIST's network with the current policies (after
+policyFile changed) and re-installs each pod's rules.`;
+
+interface Io {
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+/** The policy step of a conflist (also inside a cnichain entry), its network, and its state directory. */
+function findPolicyStep(path: string): { network: string; entry: ConfigObject; stateDir: string } {
+  const file = Deno.openSync(path);
+  let doc: ConfigObject;
+  try {
+    doc = decodeObject(readBoundedSync(file, MAX_STDIN_BYTES), path);
+  } finally {
+    file.close();
+  }
+  const search = (
+    plugins: unknown,
+    stateDir: string,
+  ): { entry: ConfigObject; stateDir: string } | undefined => {
+    if (!Array.isArray(plugins)) return undefined;
+    for (const p of plugins) {
+      if (!isObject(p)) continue;
+      if (p.type === "policy") {
+        return { entry: p, stateDir: typeof p.stateDir === "string" ? p.stateDir : stateDir };
+      }
+      if (p.type === "cnichain") {
+        const inner = search(p.plugins, typeof p.stateDir === "string" ? p.stateDir : stateDir);
+        if (inner) return inner;
+      }
+    }
+    return undefined;
+  };
+  const found = search(doc.plugins ?? [doc], DEFAULT_STATE_DIR);
+  if (!found) throw new CniError(ErrorCode.InvalidConfig, `${path}: no step of type "policy"`);
+  return { network: String(doc.name ?? ""), ...found };
+}
+
+export async function runPolicyCli(args: string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === "--help" || sub === "-h") {
+    io.stdout(HELP);
+    return sub ? 0 : 2;
+  }
+  let parsed;
+  try {
+    const { parseArgs } = await import("node:util");
+    parsed = parseArgs({
+      args: rest,
+      options: {
+        from: { type: "string" },
+        to: { type: "string" },
+        port: { type: "string" },
+        config: { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (err) {
+    io.stderr(`cnichain policy: ${err instanceof Error ? err.message : err}\n\n${HELP}`);
+    return 2;
+  }
+  const o = parsed.values;
+  if (o.help) {
+    io.stdout(HELP);
+    return 0;
+  }
+  try {
+    if (!o.config) throw new CniError(ErrorCode.InvalidConfig, "--config CONFLIST is required");
+    const step = findPolicyStep(o.config);
+    const { cfg, problems } = readPolicyConfig(step.entry, "");
+    if (problems.length) {
+      throw new CniError(ErrorCode.InvalidConfig, `${problems[0].path}: ${problems[0].message}`);
+    }
+    cfg.stateDir = step.stateDir;
+    const system = realSystem();
+    const policies = await loadPolicies(system, cfg);
+    if (sub === "sync") {
+      const n = await syncPods(system, cfg.stateDir, step.network, policies);
+      io.stdout(
+        `re-applied the policies to ${n} pod${n === 1 ? "" : "s"} of network ${
+          quote(step.network)
+        }`,
+      );
+      return 0;
+    }
+    if (sub !== "explain") {
+      throw new CniError(ErrorCode.InvalidConfig, `unknown policy command ${quote(sub)}`);
+    }
+    if (!o.from || !o.to || !o.port) {
+      throw new CniError(ErrorCode.InvalidConfig, "--from, --to and --port are required");
+    }
+    const m = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/i.exec(o.port);
+    const port = m ? Number(m[1]) : 0;
+    if (!m || port < 1 || port > 65535) {
+      throw new CniError(
+        ErrorCode.InvalidConfig,
+        `--port: ${quote(o.port)} is not N or N/tcp|udp|sctp`,
+      );
+    }
+    const records = (await readRecords(system, cfg.stateDir)).filter((r) =>
+      r.network === step.network
+    );
+    const resolve = (what: string): Endpoint => {
+      const ip = parseIp(what);
+      const record = ip
+        ? records.find((r) => r.identity.addresses.includes(what))
+        : records.find((r) =>
+          `${r.identity.namespace}/${r.identity.name}` ===
+            (what.includes("/") ? what : `default/${what}`)
+        );
+      if (record) return record.identity;
+      if (ip) return { address: what };
+      throw new CniError(
+        ErrorCode.InvalidConfig,
+        `no pod ${quote(what)} is registered on network ${quote(step.network)}`,
+      );
+    };
+    const from = resolve(o.from);
+    const to = resolve(o.to);
+    const verdict = policyEngine().verdict(policies, from, to, port, (m[2] ?? "tcp").toUpperCase());
+    if (o.json) io.stdout(JSON.stringify(verdict, null, 2));
+    else {
+      io.stdout([
+        `${verdict.verdict.toUpperCase()}: ${o.from} -> ${o.to} port ${port}/${
+          (m[2] ?? "tcp").toLowerCase()
+        }`,
+        `  egress of the sender:    ${verdict.egress.verdict}: ${verdict.egress.reason}`,
+        `  ingress of the receiver: ${verdict.ingress.verdict}: ${verdict.ingress.reason}`,
+      ].join("\n"));
+    }
+    return verdict.verdict === "allow" ? 0 : 1;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    io.stderr(`cnichain policy ${sub}: ${msg}`);
+    return 2;
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The TypeScript side of the policy engine: loads policy.wasm (once, on first
+ * use), checks its ABI version, and turns JSON requests into responses. Only
+ * pointers and lengths cross the boundary: the request is written into memory
+ * the module allocated, the response read from memory it returns, and both
+ * are freed again.
+ */
+
+export const ABI_VERSION = 1;
+
+/** tools/bundle.ts replaces this with the module's bytes (base64), so the bundled program is one file. */
+const EMBEDDED = "__CNICHAIN_POLICY_WASM__";
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  cnichain_policy_abi(): number;
+  alloc(len: number): number;
+  free(ptr: number, len: number): void;
+  evaluate(ptr: number, len: number): bigint;
+}
+
+export interface PolicyProblem {
+  path: string;
+  message: string;
+  value?: unknown;
+}
+
+export interface PortRange {
+  protocol: "tcp" | "udp" | "sctp";
+  port?: number;
+  endPort?: number;
+}
+
+export type Peer = { set: string } | { cidr: string; except?: string[] };
+
+export interface PlanRule {
+  action: "allow" | "deny";
+  policy: string;
+  index: number;
+  priority: number | null;
+  peers: Peer[];
+  ports: PortRange[];
+}
+
+export interface Direction {
+  isolated: boolean;
+  rules: PlanRule[];
+}
+
+export interface Plan {
+  ingress: Direction;
+  egress: Direction;
+  memberOf: string[];
+  sets: Record<string, string>;
+}
+
+export interface Identity {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  namespaceLabels: Record<string, string>;
+  addresses: string[];
+}
+
+export type Endpoint = Identity | { address: string };
+
+export interface Half {
+  verdict: "allow" | "deny";
+  reason: string;
+  policy?: string;
+  rule?: number;
+  direction?: "egress" | "ingress";
+}
+
+export interface Verdict {
+  verdict: "allow" | "deny";
+  reason: string;
+  egress: Half;
+  ingress: Half;
+}
+
+/** The module refused a request: every problem, with its path in the policies list. */
+export class PolicyProblems extends Error {
+  constructor(readonly problems: PolicyProblem[]) {
+    super(problems.map((p) => `${p.path}: ${p.message}`).join("; "));
+    this.name = "PolicyProblems";
+  }
+}
+
+function wasmBytes(): Uint8Array<ArrayBuffer> {
+  if (!EMBEDDED.startsWith("__")) return Uint8Array.from(atob(EMBEDDED), (c) => c.charCodeAt(0));
+  return Deno.readFileSync(new URL("./policy.wasm", import.meta.url));
+}
+
+export class PolicyEngine {
+  readonly #x: Exports;
+
+  constructor(bytes: Uint8Array<ArrayBuffer> = wasmBytes()) {
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
+    this.#x = instance.exports as unknown as Exports;
+    const abi = this.#x.cnichain_policy_abi();
+    if (abi !== ABI_VERSION) {
+      throw new Error(
+        `policy.wasm speaks ABI ${abi}, this host speaks ${ABI_VERSION}: rebuild one of them`,
+      );
+    }
+  }
+
+  /** Sends one JSON request and returns the parsed response. */
+  request(body: unknown): Record<string, unknown> {
+    const input = new TextEncoder().encode(JSON.stringify(body));
+    const ptr = this.#x.alloc(input.length);
+    // Views are made after each call: the module may grow (and so move) its memory.
+    new Uint8Array(this.#x.memory.buffer, ptr, input.length).set(input);
+    const packed = this.#x.evaluate(ptr, input.length);
+    this.#x.free(ptr, input.length);
+    const outPtr = Number(BigInt.asUintN(64, packed) >> 32n);
+    const outLen = Number(BigInt.asUintN(64, packed) & 0xffffffffn);
+    const text = new TextDecoder().decode(
+      new Uint8Array(this.#x.memory.buffer, outPtr, outLen).slice(),
+    );
+    this.#x.free(outPtr, outLen);
+    return JSON.parse(text);
+  }
+
+  #ok(body: unknown): Record<string, unknown> {
+    const out = this.request(body);
+    if (out.ok !== true) {
+      throw new PolicyProblems(
+        (out.problems as PolicyProblem[]) ?? [{ path: "", message: "refused" }],
+      );
+    }
+    return out;
+  }
+
+  /** Every problem in the policies; empty when they are valid. */
+  validate(policies: unknown[]): PolicyProblem[] {
+    const out = this.request({ op: "validate", policies });
+    return out.ok === true ? [] : (out.problems as PolicyProblem[]);
+  }
+
+  plan(policies: unknown[], pod: Identity): Plan {
+    return this.#ok({ op: "plan", policies, pod }).plan as Plan;
+  }
+
+  verdict(
+    policies: unknown[],
+    from: Endpoint,
+    to: Endpoint,
+    port: number,
+    protocol: string,
+  ): Verdict {
+    const out = this.#ok({ op: "verdict", policies, from, to, port, protocol });
+    return out as unknown as Verdict;
+  }
+}
+
+let shared: PolicyEngine | undefined;
+
+/** The engine, compiled on first use only: plugins without a policy step never load it. */
+export function policyEngine(): PolicyEngine {
+  shared ??= new PolicyEngine();
+  return shared;
+}
