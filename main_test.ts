@@ -334,6 +334,21 @@ Deno.test("plugin mode runs the nested chain and keeps its result for DEL", asyn
       });
     });
   }
+  await t.step("a second ADD of an existing attachment is code 100 and runs no step", async () => {
+    await withDirs(async (stateDir, fakes) => {
+      const config = chainConfig("1.1.0", stateDir);
+      assert.equal((await runPlugin("ADD", config, { CNI_PATH: fakes.dir })).code, 0);
+      await fakes.resetCalls();
+      const again = await runPlugin("ADD", config, { CNI_PATH: fakes.dir });
+      assert.equal(again.json?.code, 100);
+      assert.match(
+        String(again.json?.msg),
+        /attachment "net1\/ctr1\/eth0" already exists: DEL it first/,
+      );
+      assert.deepEqual(await fakes.calls(), [], "no step ran, so none tore the attachment down");
+      assert.deepEqual(await listTree(stateDir), ["results", "results/net1-ctr1-eth0"]);
+    });
+  });
   await t.step("an outer prevResult is where the nested chain starts", async () => {
     await withDirs(async (stateDir, fakes) => {
       const prevResult = { cniVersion: "1.0.0", interfaces: [{ name: "outer" }] };

@@ -13,7 +13,7 @@ import { Findings, readCidr, readList } from "./spec/fields.ts";
 import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
 
 /** Code for "the interface or attachment already exists" (plugin-specific range, see README). */
-export const ALREADY_EXISTS = 100;
+export const ALREADY_EXISTS = ErrorCode.AlreadyExists;
 
 /** The fields bridge and ptp share, checked. */
 export interface InterfaceConfig {

@@ -18,7 +18,8 @@ cnichain policy sync --config CONFLIST
 
 explain: the verdict for a flow and the policy and rule that decide it, for each side (the
 sender's egress, the receiver's ingress), from the policies of CONFLIST's policy step and the
-pods it has registered.
+pods it has registered. The flow's address family comes from an end given by address, else
+--family, else IPv4 when both pods have an IPv4 address.
 sync: re-plans every registered pod of CONFLIST's network with the current policies (after
 policyFile changed) and re-installs each pod's rules.`;
 
@@ -53,7 +54,10 @@ function findPolicyStep(path: string): { network: string; entry: ConfigObject; s
     }
     return undefined;
   };
-  const found = search(doc.plugins ?? [doc], DEFAULT_STATE_DIR);
+  const top = doc.type === "cnichain" && typeof doc.stateDir === "string"
+    ? doc.stateDir
+    : DEFAULT_STATE_DIR;
+  const found = search(doc.plugins ?? [doc], top);
   if (!found) throw new CniError(ErrorCode.InvalidConfig, `${path}: no step of type "policy"`);
   return { network: String(doc.name ?? ""), ...found };
 }
@@ -74,6 +78,7 @@ export async function runPolicyCli(args: string[], io: Io): Promise<number> {
         to: { type: "string" },
         port: { type: "string" },
         config: { type: "string" },
+        family: { type: "string" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -138,8 +143,34 @@ export async function runPolicyCli(args: string[], io: Io): Promise<number> {
         `no pod ${quote(what)} is registered on network ${quote(step.network)}`,
       );
     };
-    const from = resolve(o.from);
-    const to = resolve(o.to);
+    // The flow has one address family: an end given by address sets it (else --family, else IPv4
+    // when both ends have it), and each pod end is narrowed to its address of that family.
+    const familyOf = (a: string) => (a.includes(":") ? 6 : 4);
+    const byAddress = [o.from, o.to].map((w) => parseIp(w)).find((ip) => ip !== undefined);
+    let family: 4 | 6 | undefined = byAddress
+      ? byAddress.family
+      : o.family === "6"
+      ? 6
+      : o.family === "4"
+      ? 4
+      : undefined;
+    const narrow = (e: Endpoint, given: string): Endpoint => {
+      if (!("namespace" in e)) return e;
+      const pick = parseIp(given) ? [given] : e.addresses.filter((a) => familyOf(a) === family);
+      if (!pick.length) {
+        throw new CniError(ErrorCode.InvalidConfig, `${quote(given)} has no IPv${family} address`);
+      }
+      return { ...e, addresses: pick };
+    };
+    const rawFrom = resolve(o.from);
+    const rawTo = resolve(o.to);
+    if (!family) {
+      const has = (e: Endpoint, f: number) =>
+        !("namespace" in e) || e.addresses.some((a) => familyOf(a) === f);
+      family = has(rawFrom, 4) && has(rawTo, 4) ? 4 : 6;
+    }
+    const from = narrow(rawFrom, o.from);
+    const to = narrow(rawTo, o.to);
     const verdict = policyEngine().verdict(policies, from, to, port, (m[2] ?? "tcp").toUpperCase());
     if (o.json) io.stdout(JSON.stringify(verdict, null, 2));
     else {

@@ -123,7 +123,10 @@ export async function addChain(run: ChainRun): Promise<Result | undefined> {
           result;
     } catch (err) {
       const failure = toCniError(err);
-      const undo = await delSteps(run, i, result);
+      // A step that refused because the attachment already exists changed nothing, and its DEL
+      // would tear down the existing attachment: roll back only the steps before it.
+      const last = failure.code === ErrorCode.AlreadyExists ? i - 1 : i;
+      const undo = last >= 0 ? await delSteps(run, last, result) : [];
       const rollback = undo.length
         ? `; rolling back also failed: ${
           undo.map((u) => `step ${u.step} (${u.type}): ${u.error.message}`).join("; ")

@@ -154,6 +154,26 @@ Deno.test("chain runner: a failed ADD step is rolled back, the failing step incl
       }
     });
   }
+  await t.step(
+    "a step that refuses with code 100 (already exists) is not torn down, the steps before are",
+    async () => {
+      const { fakes, run } = await setup("1.0.0", ["a", "b"]);
+      try {
+        await fakes.control("b", { ADD: { error: { code: 100, msg: "eth0 already exists" } } });
+        await assert.rejects(
+          () => addChain(run("ADD")),
+          (e: unknown) => e instanceof CniError && e.code === 100,
+        );
+        assert.deepEqual((await fakes.calls()).map((c) => `${c.verb} ${c.type}`), [
+          "ADD a",
+          "ADD b",
+          "DEL a",
+        ]);
+      } finally {
+        await fakes.cleanup();
+      }
+    },
+  );
   await t.step("a missing plugin is found out before any step runs", async () => {
     const { fakes, calls, run } = await setup("1.0.0", ["a", "rec"]);
     try {

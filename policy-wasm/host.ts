@@ -133,14 +133,53 @@ export class PolicyEngine {
     return out;
   }
 
-  /** Every problem in the policies; empty when they are valid. */
+  /** Policy lists already parsed inside the module, by the list object the caller holds. */
+  readonly #handles = new WeakMap<unknown[], number>();
+
+  /**
+   * Sends `body` with the policies as a handle to a set the module has parsed
+   * once (loading it on first use), so a thousand policies are not re-sent
+   * and re-parsed for every plan or verdict.
+   */
+  #withPolicies(policies: unknown[], body: Record<string, unknown>): Record<string, unknown> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let handle = this.#handles.get(policies);
+      if (handle === undefined) {
+        handle = this.#ok({ op: "load", policies }).handle as number;
+        this.#handles.set(policies, handle);
+      }
+      const out = this.request({ ...body, handle });
+      const evicted = (out.problems as PolicyProblem[] | undefined)?.some((p) =>
+        p.path === "handle"
+      );
+      if (out.ok !== true && evicted && attempt === 0) {
+        this.#handles.delete(policies); // the module keeps a few sets only; load this one again
+        continue;
+      }
+      if (out.ok !== true) {
+        throw new PolicyProblems(
+          (out.problems as PolicyProblem[]) ?? [{ path: "", message: "refused" }],
+        );
+      }
+      return out;
+    }
+    throw new Error("unreachable");
+  }
+
+  /**
+   * Every problem in the policies; empty when they are valid. Valid lists stay
+   * loaded, so the plan that usually follows does not parse them again.
+   */
   validate(policies: unknown[]): PolicyProblem[] {
-    const out = this.request({ op: "validate", policies });
-    return out.ok === true ? [] : (out.problems as PolicyProblem[]);
+    if (this.#handles.has(policies)) return [];
+    const out = this.request({ op: "load", policies });
+    if (out.ok !== true) return out.problems as PolicyProblem[];
+    this.#handles.set(policies, out.handle as number);
+    return [];
   }
 
   plan(policies: unknown[], pod: Identity): Plan {
-    return this.#ok({ op: "plan", policies, pod }).plan as Plan;
+    return this.#withPolicies(policies, { op: "plan", pod }).plan as Plan;
   }
 
   verdict(
@@ -150,8 +189,13 @@ export class PolicyEngine {
     port: number,
     protocol: string,
   ): Verdict {
-    const out = this.#ok({ op: "verdict", policies, from, to, port, protocol });
-    return out as unknown as Verdict;
+    return this.#withPolicies(policies, {
+      op: "verdict",
+      from,
+      to,
+      port,
+      protocol,
+    }) as unknown as Verdict;
   }
 }
 

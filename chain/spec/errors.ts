@@ -10,6 +10,8 @@ export const ErrorCode = {
   TryAgainLater: 11,
   NotAvailable: 50,
   LimitedConnectivity: 51,
+  /** cnichain's own (100+): the interface or attachment already exists; nothing was changed. */
+  AlreadyExists: 100,
   /** Used by the Go library for anything unclassified; we keep it for the same purpose. */
   Internal: 999,
 } as const;

@@ -6,6 +6,11 @@
 //! and `cnichain_policy_abi() -> 1`. The host frees the answer with
 //! `free(out_ptr, out_len)`. Bad input never traps: it gets
 //! `{"ok":false,"problems":[...]}`.
+//!
+//! Ops: `validate`, `plan` and `verdict` take the policies inline; `load`
+//! parses and validates them once and answers a handle that `plan` and
+//! `verdict` accept instead (the last `MAX_LOADED` sets are kept), and
+//! `unload` drops one. The ABI functions are the same either way.
 
 pub mod engine;
 pub mod ip;

@@ -163,6 +163,16 @@ export function chainPlugin(check: EntryCheck): Plugin {
 
     add: (inv) =>
       withRun(inv, async (cfg, run) => {
+        // The runtime must DEL before it ADDs the same attachment again; refusing here keeps the
+        // steps from tearing down the attachment that exists while they roll back.
+        if (await inv.system.files.read(cachePath(cfg, inv.env.containerId, inv.env.ifname))) {
+          throw new CniError(
+            ErrorCode.AlreadyExists,
+            `attachment ${
+              quote(`${cfg.chain.name}/${inv.env.containerId}/${inv.env.ifname}`)
+            } already exists: DEL it first`,
+          );
+        }
         const result = (await addChain(run)) ?? { cniVersion: cfg.chain.cniVersion };
         const cache = {
           kind: "cnichainResultV1",

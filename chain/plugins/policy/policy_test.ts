@@ -10,7 +10,9 @@
  * or a probe that times out because the SYN or datagram was dropped) and
  * `cnichain policy explain` for the same flow, whose verdict must be the
  * expected one too. So every case also proves that explain agrees with what
- * the kernel does.
+ * the kernel does. Traffic from the host netns to a pod leaves through the
+ * output hook and is not filtered, so the flows are between pods, or come
+ * from a netns standing for a host beyond the node, routed through the host.
  *
  * Only cnichain has the policy step, and the tests run at cniVersion 1.1.0
  * only: the policy step does not depend on the spec version, and a second
@@ -359,6 +361,7 @@ async function explainVerdict(net: PolicyNet, f: Flow): Promise<{ verdict: strin
     end(f.to),
     "--port",
     `${f.port}/${f.proto ?? "tcp"}`,
+    ...(f.v6 ? ["--family", "6"] : []),
     "--json",
   );
   const v = out.json as { verdict?: string; egress?: unknown; ingress?: unknown } | undefined;
@@ -759,6 +762,8 @@ policyTest(
       // Matches the Allow and the Deny of priority 10: Deny wins.
       deny(B_CLIENT, A_WEB),
       deny(B_OTHER, A_WEB),
+      // Policies with a priority alone do not isolate web: what no rule matches is let in.
+      allow(A_API, A_WEB, 8011),
       deny(B_OTHER, A_API, 80),
       allow(B_OTHER, A_API, 8005),
       allow(A_CLIENT, A_API, 80),
@@ -938,10 +943,12 @@ policyTest(
     ]);
     const v6 = { v6: true };
     const v6ByAddress = { v6: true, byAddress: true };
-    // Left out: IPv6 flows to web's port 8005 (the IPv4 ipBlock rightly does not let them in,
-    // but explain answers for the pods' IPv4 addresses), and IPv6 flows that the isolated web
-    // opens itself (the neighbour advertisements answering it are dropped as ingress).
     await assertFlows(net, [
+      // The IPv4 ipBlock does not let IPv6 in, and explain answers for the family asked.
+      deny(A_OTHER, A_WEB, 8005, v6ByAddress),
+      deny(A_OTHER, A_WEB, 8005, v6),
+      // The isolated web opens IPv6 connections itself: neighbour discovery must get through.
+      allow(A_WEB, B_CLIENT, 80, v6),
       allow(A_CLIENT, A_WEB, 80, v6),
       allow(A_CLIENT, A_WEB, 80, v6ByAddress),
       deny(A_CLIENT, A_WEB, 8011, v6),

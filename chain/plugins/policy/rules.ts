@@ -25,6 +25,9 @@ export function policySkeleton(): string[] {
     `add chain ${T} pol_forward { type filter hook forward priority filter; policy accept; }`,
     `flush chain ${T} pol_forward`,
     `add rule ${T} pol_forward ct state established,related accept`,
+    // Neighbour discovery is not tracked by conntrack; without it an isolated pod cannot reach
+    // anyone over IPv6 (ARP never passes these hooks, so IPv4 needs no such rule).
+    `add rule ${T} pol_forward icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept`,
     `add rule ${T} pol_forward ip saddr vmap @pol_out4`,
     `add rule ${T} pol_forward ip6 saddr vmap @pol_out6`,
     `add rule ${T} pol_forward ip daddr vmap @pol_in4`,
