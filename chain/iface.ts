@@ -3,11 +3,14 @@
  * IPAM delegation, and putting a result's addresses and routes on a
  * container interface (as the reference plugins' ipam.ConfigureIface does).
  */
-import { CniError, ErrorCode, quote } from "./spec/errors.ts";
+import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { type ConfigObject, isObject, pathProblem } from "./spec/config.ts";
 import type { IpConfig, Result, Route } from "./spec/types.ts";
 import { type Cidr, type Family, formatIp, networkOf, offset, parseCidr, parseIp } from "./ip.ts";
-import type { Invocation } from "./plugin.ts";
+import type { GcInvocation, Invocation } from "./plugin.ts";
+import { combineErrors } from "./runner.ts";
+import { delMasquerade, gcMasquerade } from "./masquerade.ts";
+import { OsError } from "../ffi/libc.ts";
 import { IFA_F_NODAD, type Link, type Netns, NetnsMissing } from "./kernel.ts";
 import { Findings, readCidr, readList } from "./spec/fields.ts";
 import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
@@ -237,3 +240,87 @@ export function checkInterface(
 }
 
 export { familyOfAddress };
+
+/** The attachment as masquerade and portmap name it. */
+export function attachmentOf(
+  inv: Invocation,
+): { network: string; containerId: string; ifname: string } {
+  return { network: inv.conf.name, containerId: inv.env.containerId, ifname: inv.env.ifname };
+}
+
+type StepError = { step: string; type: string; error: CniError };
+
+async function attempt(
+  errors: StepError[],
+  step: string,
+  type: string,
+  fn: () => unknown,
+): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    errors.push({ step, type, error: toCniError(err) });
+  }
+}
+
+/**
+ * DEL of a veth attachment (bridge, ptp), every part attempted: IPAM first, so
+ * the address comes back even when the netns is long gone; the container end
+ * of the veth (the host end, its addresses and routes go with it); and, unlike
+ * the reference, the masquerade even without the netns (plugins#810).
+ */
+export async function delVethAttachment(
+  inv: Invocation,
+  cfg: InterfaceConfig,
+  type: string,
+): Promise<void> {
+  const errors: StepError[] = [];
+  if (cfg.ipamType) {
+    await attempt(errors, "ipam", type, () => inv.delegate(cfg.ipamType!, "DEL", inv.conf.raw));
+  }
+  await attempt(errors, "link", type, () => {
+    const ns = containerNetns(inv);
+    const link = ns?.link(inv.env.ifname);
+    if (!ns || !link) return;
+    try {
+      ns.deleteLink(link.index);
+    } catch (err) {
+      if (!(err instanceof OsError && err.code === "ENODEV")) throw err;
+    }
+  });
+  if (cfg.ipMasq) {
+    await attempt(
+      errors,
+      "masquerade",
+      type,
+      () => delMasquerade(inv.system, stateDirOf(inv, cfg), attachmentOf(inv)),
+    );
+  }
+  if (errors.length) throw combineErrors(errors, "DEL");
+}
+
+/** GC of veth attachments: IPAM's GC, and the masquerade of attachments not in the valid list. */
+export async function gcVethAttachments(
+  inv: GcInvocation,
+  cfg: InterfaceConfig,
+  type: string,
+): Promise<void> {
+  const errors: StepError[] = [];
+  if (cfg.ipamType) {
+    await attempt(
+      errors,
+      "ipam",
+      cfg.ipamType,
+      () => inv.delegate(cfg.ipamType!, "GC", inv.conf.raw),
+    );
+  }
+  if (cfg.ipMasq) {
+    await attempt(
+      errors,
+      "masquerade",
+      type,
+      () => gcMasquerade(inv.system, stateDirOf(inv, cfg), inv.conf.name, inv.validAttachments),
+    );
+  }
+  if (errors.length) throw combineErrors(errors, "GC");
+}

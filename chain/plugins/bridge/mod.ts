@@ -17,11 +17,13 @@ import { BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED } from "../../../ffi/r
 import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
 import {
+  attachmentOf,
   checkInterface,
   configureInterface,
-  containerNetns,
   defaultGateway,
+  delVethAttachment,
   ensureFreeName,
+  gcVethAttachments,
   type InterfaceConfig,
   ipamAdd,
   randomVethName,
@@ -31,9 +33,7 @@ import {
   requireNetns,
   stateDirOf,
 } from "../../iface.ts";
-import { addMasquerade, delMasquerade, gcMasquerade, hasMasquerade } from "../../masquerade.ts";
-import { combineErrors } from "../../runner.ts";
-import { toCniError } from "../../spec/errors.ts";
+import { addMasquerade, delMasquerade, hasMasquerade } from "../../masquerade.ts";
 
 export const BRIDGE_TYPE = "bridge";
 
@@ -165,12 +165,6 @@ function sameNet(
   return mask(a.ip.value) === mask(b.ip.value);
 }
 
-const attachment = (inv: Invocation) => ({
-  network: inv.conf.name,
-  containerId: inv.env.containerId,
-  ifname: inv.env.ifname,
-});
-
 async function add(inv: Invocation): Promise<Result> {
   const cfg = parse(inv);
   const mac = requestedMac(inv);
@@ -244,11 +238,11 @@ async function add(inv: Invocation): Promise<Result> {
         await addMasquerade(
           inv.system,
           stateDir,
-          attachment(inv),
+          attachmentOf(inv),
           ips.map((i) => i.address),
           cfg.ipMasqExclude,
         );
-        undo.push(() => delMasquerade(inv.system, stateDir, attachment(inv)));
+        undo.push(() => delMasquerade(inv.system, stateDir, attachmentOf(inv)));
       }
       if (ipam.dns) result.dns = ipam.dns;
     } else {
@@ -277,36 +271,8 @@ async function add(inv: Invocation): Promise<Result> {
   }
 }
 
-async function del(inv: Invocation): Promise<void> {
-  const cfg = parse(inv);
-  const errors: { step: string; type: string; error: CniError }[] = [];
-  const attempt = async (what: string, fn: () => unknown) => {
-    try {
-      await fn();
-    } catch (err) {
-      errors.push({ step: what, type: BRIDGE_TYPE, error: toCniError(err) });
-    }
-  };
-  // IPAM first: the address must come back even when the netns is long gone.
-  if (cfg.ipamType) await attempt("ipam", () => inv.delegate(cfg.ipamType!, "DEL", inv.conf.raw));
-  await attempt("link", () => {
-    const ns = containerNetns(inv);
-    const link = ns?.link(inv.env.ifname);
-    if (!ns || !link) return;
-    try {
-      ns.deleteLink(link.index); // takes the host end with it
-    } catch (err) {
-      if (!(err instanceof OsError && err.code === "ENODEV")) throw err;
-    }
-  });
-  // Unlike the reference, masquerade goes even when the netns is gone (plugins#810).
-  if (cfg.ipMasq) {
-    await attempt(
-      "masquerade",
-      () => delMasquerade(inv.system, stateDirOf(inv, cfg), attachment(inv)),
-    );
-  }
-  if (errors.length) throw combineErrors(errors, "DEL");
+function del(inv: Invocation): Promise<void> {
+  return delVethAttachment(inv, parse(inv), BRIDGE_TYPE);
 }
 
 async function check(inv: Invocation): Promise<void> {
@@ -343,7 +309,7 @@ async function check(inv: Invocation): Promise<void> {
       }`,
     );
   }
-  if (cfg.ipMasq && ips.length && !(await hasMasquerade(inv.system, attachment(inv)))) {
+  if (cfg.ipMasq && ips.length && !(await hasMasquerade(inv.system, attachmentOf(inv)))) {
     throw new CniError(
       ErrorCode.Internal,
       `CHECK: masquerade for ${quote(inv.env.containerId)} is missing`,
@@ -351,24 +317,8 @@ async function check(inv: Invocation): Promise<void> {
   }
 }
 
-async function gc(inv: GcInvocation): Promise<void> {
-  const cfg = parse(inv);
-  const errors: { step: string; type: string; error: CniError }[] = [];
-  if (cfg.ipamType) {
-    try {
-      await inv.delegate(cfg.ipamType, "GC", inv.conf.raw);
-    } catch (err) {
-      errors.push({ step: "ipam", type: cfg.ipamType, error: toCniError(err) });
-    }
-  }
-  if (cfg.ipMasq) {
-    try {
-      await gcMasquerade(inv.system, stateDirOf(inv, cfg), inv.conf.name, inv.validAttachments);
-    } catch (err) {
-      errors.push({ step: "masquerade", type: BRIDGE_TYPE, error: toCniError(err) });
-    }
-  }
-  if (errors.length) throw combineErrors(errors, "GC");
+function gc(inv: GcInvocation): Promise<void> {
+  return gcVethAttachments(inv, parse(inv), BRIDGE_TYPE);
 }
 
 async function status(inv: Invocation): Promise<void> {

@@ -5,7 +5,7 @@
  * its gateway on-link and its subnet through the gateway, as the reference
  * plugin sets it up. Result interfaces: [host veth, container veth].
  */
-import { CniError, ErrorCode, invalidConfig, quote, toCniError } from "../../spec/errors.ts";
+import { CniError, ErrorCode, invalidConfig, quote } from "../../spec/errors.ts";
 import type { ConfigObject, Problem } from "../../spec/config.ts";
 import type { IpConfig, Result } from "../../spec/types.ts";
 import { formatIp, networkOf, parseCidr } from "../../ip.ts";
@@ -14,11 +14,13 @@ import { IFA_F_NODAD, type Link, RT_SCOPE_LINK } from "../../kernel.ts";
 import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
 import {
+  attachmentOf,
   checkInterface,
   configureInterface,
-  containerNetns,
   defaultGateway,
+  delVethAttachment,
   ensureFreeName,
+  gcVethAttachments,
   type InterfaceConfig,
   ipamAdd,
   randomVethName,
@@ -27,8 +29,7 @@ import {
   requireNetns,
   stateDirOf,
 } from "../../iface.ts";
-import { addMasquerade, delMasquerade, gcMasquerade } from "../../masquerade.ts";
-import { combineErrors } from "../../runner.ts";
+import { addMasquerade, delMasquerade } from "../../masquerade.ts";
 
 export const PTP_TYPE = "ptp";
 
@@ -48,12 +49,6 @@ function parse(inv: Invocation): InterfaceConfig & { ipamType: string } {
   }
   return cfg as InterfaceConfig & { ipamType: string };
 }
-
-const attachment = (inv: Invocation) => ({
-  network: inv.conf.name,
-  containerId: inv.env.containerId,
-  ifname: inv.env.ifname,
-});
 
 const hostPrefix = (family: 4 | 6) => (family === 4 ? 32 : 128);
 
@@ -130,11 +125,11 @@ async function add(inv: Invocation): Promise<Result> {
       await addMasquerade(
         inv.system,
         stateDir,
-        attachment(inv),
+        attachmentOf(inv),
         ips.map((i) => i.address),
         cfg.ipMasqExclude,
       );
-      undo.push(() => delMasquerade(inv.system, stateDir, attachment(inv)));
+      undo.push(() => delMasquerade(inv.system, stateDir, attachmentOf(inv)));
     }
     const result: Result = {
       cniVersion: inv.conf.cniVersion,
@@ -170,34 +165,8 @@ function addOnce(
   host.addAddress(link.index, address, prefix, flags);
 }
 
-async function del(inv: Invocation): Promise<void> {
-  const cfg = parse(inv);
-  const errors: { step: string; type: string; error: CniError }[] = [];
-  const attempt = async (what: string, fn: () => unknown) => {
-    try {
-      await fn();
-    } catch (err) {
-      errors.push({ step: what, type: PTP_TYPE, error: toCniError(err) });
-    }
-  };
-  await attempt("ipam", () => inv.delegate(cfg.ipamType, "DEL", inv.conf.raw));
-  await attempt("link", () => {
-    const ns = containerNetns(inv);
-    const link = ns?.link(inv.env.ifname);
-    if (!ns || !link) return;
-    try {
-      ns.deleteLink(link.index); // the host end, its address and route go with it
-    } catch (err) {
-      if (!(err instanceof OsError && err.code === "ENODEV")) throw err;
-    }
-  });
-  if (cfg.ipMasq) {
-    await attempt(
-      "masquerade",
-      () => delMasquerade(inv.system, stateDirOf(inv, cfg), attachment(inv)),
-    );
-  }
-  if (errors.length) throw combineErrors(errors, "DEL");
+function del(inv: Invocation): Promise<void> {
+  return delVethAttachment(inv, parse(inv), PTP_TYPE);
 }
 
 async function check(inv: Invocation): Promise<void> {
@@ -219,22 +188,8 @@ async function check(inv: Invocation): Promise<void> {
   checkInterface(ns, inv.env.ifname, ips, prev.routes ?? [], prev.interfaces![contIndex].mac);
 }
 
-async function gc(inv: GcInvocation): Promise<void> {
-  const cfg = parse(inv);
-  const errors: { step: string; type: string; error: CniError }[] = [];
-  try {
-    await inv.delegate(cfg.ipamType, "GC", inv.conf.raw);
-  } catch (err) {
-    errors.push({ step: "ipam", type: cfg.ipamType, error: toCniError(err) });
-  }
-  if (cfg.ipMasq) {
-    try {
-      await gcMasquerade(inv.system, stateDirOf(inv, cfg), inv.conf.name, inv.validAttachments);
-    } catch (err) {
-      errors.push({ step: "masquerade", type: PTP_TYPE, error: toCniError(err) });
-    }
-  }
-  if (errors.length) throw combineErrors(errors, "GC");
+function gc(inv: GcInvocation): Promise<void> {
+  return gcVethAttachments(inv, parse(inv), PTP_TYPE);
 }
 
 export const ptpPlugin: Plugin = {
