@@ -5,7 +5,8 @@
  */
 import { CniError, ErrorCode, quote, toCniError } from "./spec/errors.ts";
 import { type ConfigObject, isObject, pathProblem } from "./spec/config.ts";
-import type { IpConfig, Result, Route } from "./spec/types.ts";
+import type { Dns, IpConfig, Result, Route } from "./spec/types.ts";
+import { parseResult } from "./spec/result.ts";
 import { type Cidr, type Family, formatIp, networkOf, offset, parseCidr, parseIp } from "./ip.ts";
 import type { GcInvocation, Invocation } from "./plugin.ts";
 import { combineErrors } from "./runner.ts";
@@ -323,4 +324,12 @@ export async function gcVethAttachments(
     );
   }
   if (errors.length) throw combineErrors(errors, "GC");
+}
+
+/** The network config's own `dns` (a well-known key), when any of its fields is set. */
+export function configDns(inv: Invocation): Dns | undefined {
+  const raw = inv.conf.raw.dns;
+  if (!isObject(raw)) return undefined;
+  // The result reader checks the fields and drops empty ones.
+  return parseResult({ cniVersion: "1.0.0", dns: raw }, "1.0.0", "$").dns;
 }

@@ -75,6 +75,7 @@ const RTA_DST = 1;
 const RTA_OIF = 4;
 const RTA_GATEWAY = 5;
 const RTA_PRIORITY = 6;
+const RTA_PREFSRC = 7;
 const RTA_METRICS = 8;
 const RTA_TABLE = 15;
 const RTAX_MTU = 2;
@@ -123,6 +124,8 @@ export interface RouteSpec {
   dstPrefix: number;
   gw?: string;
   oif?: number;
+  /** The preferred source address for traffic on this route. */
+  src?: string;
   table?: number;
   scope?: number;
   priority?: number;
@@ -418,6 +421,7 @@ export function changeRoute(seq: number, remove: boolean, route: RouteSpec): Uin
   if (route.dstPrefix > 0) attrs.push(attr(RTA_DST, ipBytes(route.dst)));
   if (route.gw) attrs.push(attr(RTA_GATEWAY, ipBytes(route.gw)));
   if (route.oif) attrs.push(u32(RTA_OIF, route.oif));
+  if (route.src && !remove) attrs.push(attr(RTA_PREFSRC, ipBytes(route.src)));
   if (route.priority !== undefined) attrs.push(u32(RTA_PRIORITY, route.priority));
   attrs.push(u32(RTA_TABLE, table));
   const metrics: Attr[] = [];
@@ -459,6 +463,8 @@ export function parseRoute(reply: Reply): RouteEntry {
   if (gw) route.gw = ipFromBytes(gw);
   const oif = readU32(attrs.get(RTA_OIF));
   if (oif) route.oif = oif;
+  const src = attrs.get(RTA_PREFSRC);
+  if (src) route.src = ipFromBytes(src);
   const priority = readU32(attrs.get(RTA_PRIORITY));
   if (priority !== undefined) route.priority = priority;
   const metrics = attrs.get(RTA_METRICS);

@@ -19,6 +19,7 @@ import { Findings } from "../../spec/fields.ts";
 import {
   attachmentOf,
   checkInterface,
+  configDns,
   configureInterface,
   defaultGateway,
   delVethAttachment,
@@ -248,6 +249,9 @@ async function add(inv: Invocation): Promise<Result> {
     } else {
       ns.setLink(cont.index, { up: true });
     }
+    // The config's own dns, when it has any, wins over what IPAM said (as in the reference).
+    const dns = configDns(inv);
+    if (dns) result.dns = dns;
     // The bridge takes its MAC from its ports, so read it after attaching this one.
     const bridgeNow = host.linkByIndex(bridge.index) ?? bridge;
     const interfaces: Interface[] = [

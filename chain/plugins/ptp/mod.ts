@@ -10,12 +10,13 @@ import type { ConfigObject, Problem } from "../../spec/config.ts";
 import type { IpConfig, Result } from "../../spec/types.ts";
 import { formatIp, networkOf, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import { IFA_F_NODAD, type Link, RT_SCOPE_LINK } from "../../kernel.ts";
+import { IFA_F_NODAD, type Link, RT_SCOPE_HOST, RT_SCOPE_LINK } from "../../kernel.ts";
 import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
 import {
   attachmentOf,
   checkInterface,
+  configDns,
   configureInterface,
   defaultGateway,
   delVethAttachment,
@@ -99,6 +100,7 @@ async function add(inv: Invocation): Promise<Result> {
         dstPrefix: hostPrefix(family),
         oif: cont.index,
         scope: RT_SCOPE_LINK,
+        src: own,
       });
       if (cidr.prefix < hostPrefix(family)) {
         ns.addRoute({
@@ -107,16 +109,18 @@ async function add(inv: Invocation): Promise<Result> {
           dstPrefix: cidr.prefix,
           gw: ip.gateway,
           oif: cont.index,
+          src: own,
         });
       }
       // Host end: the gateway as a host address, and the way back to the container.
       addOnce(host, hostVeth, ip.gateway!, hostPrefix(family), family === 6 ? IFA_F_NODAD : 0);
+      // Scope host, as the reference's ip.AddHostRoute sets it.
       host.addRoute({
         family,
         dst: own,
         dstPrefix: hostPrefix(family),
         oif: hostVeth.index,
-        scope: RT_SCOPE_LINK,
+        scope: RT_SCOPE_HOST,
       });
       host.writeSysctl(family === 4 ? "net/ipv4/ip_forward" : "net/ipv6/conf/all/forwarding", "1");
     }
@@ -140,7 +144,8 @@ async function add(inv: Invocation): Promise<Result> {
       ips,
     };
     if (routes.length) result.routes = routes;
-    if (ipam.dns) result.dns = ipam.dns;
+    const dns = configDns(inv) ?? ipam.dns;
+    if (dns) result.dns = dns;
     return result;
   } catch (err) {
     for (const step of undo.reverse()) {
