@@ -451,3 +451,43 @@ Deno.test("plugin mode observability: the log file and CNICHAIN_TRACE", async ()
     assert.equal(last[0].error.msg, "gone wrong");
   });
 });
+
+Deno.test("multi-call: the program is the plugin its file is named after (symlink, hard link, copy)", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "cnichain-multicall-" });
+  try {
+    await Deno.mkdir(`${dir}/sym`);
+    await Deno.mkdir(`${dir}/hard`);
+    await Deno.mkdir(`${dir}/copy`);
+    await Deno.symlink(BUNDLE, `${dir}/sym/static`);
+    await Deno.copyFile(BUNDLE, `${dir}/copy/static`);
+    await Deno.chmod(`${dir}/copy/static`, 0o755);
+    // A hard link needs the same file system; fall back to the temp dir's own copy of the bundle.
+    await Deno.copyFile(BUNDLE, `${dir}/bundle`);
+    await Deno.chmod(`${dir}/bundle`, 0o755);
+    await Deno.link(`${dir}/bundle`, `${dir}/hard/static`);
+    const config = {
+      cniVersion: "1.0.0",
+      name: "mc",
+      type: "static",
+      ipam: { type: "static", addresses: [{ address: "10.9.8.7/24", gateway: "10.9.8.1" }] },
+    };
+    for (const how of ["sym", "hard", "copy"]) {
+      await t.step(how, async () => {
+        const out = await runPlugin("ADD", config, {}, `${dir}/${how}/static`);
+        assert.equal(out.code, 0, out.stdout + out.stderr);
+        assert.deepEqual(out.json?.ips, [{ address: "10.9.8.7/24", gateway: "10.9.8.1" }]);
+      });
+    }
+    await t.step(
+      "under a name that is no plugin's, it stays cnichain (command-line mode)",
+      async () => {
+        await Deno.symlink(BUNDLE, `${dir}/sym/not-a-plugin`);
+        const out = await runProgram(`${dir}/sym/not-a-plugin`, { args: ["version"] });
+        assert.equal(out.code, 0);
+        assert.match(out.stdout, /^cnichain /);
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
