@@ -21,6 +21,7 @@ const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
 const NETLINK_GET_STRICT_CHK = 12;
 const DUMP_RETRIES = 10;
+const ENODEV = 19;
 
 export class NetlinkSocket {
   #fd: number;
@@ -64,7 +65,8 @@ export class NetlinkSocket {
     build: (seq: number) => Uint8Array,
     what: string,
     dump: boolean,
-  ): { replies: Reply[]; interrupted: boolean } {
+    missing: number[] = [],
+  ): { replies: Reply[]; interrupted: boolean; absent?: boolean } {
     if (this.#fd < 0) throw new Error(`${what}: netlink socket is closed`);
     const seq = this.#next();
     libc.send(this.#fd, build(seq), what);
@@ -77,6 +79,9 @@ export class NetlinkSocket {
         if (reply.flags & NLM_F_DUMP_INTR) interrupted = true;
         if (reply.type === NLMSG_ERROR) {
           const { errno, message } = parseError(reply);
+          // An expected "no such object" is an answer, not an exception: a program's first
+          // exception costs milliseconds (stack trace set-up), too much for a lookup.
+          if (missing.includes(errno)) return { replies, interrupted, absent: true };
           if (errno !== 0) throw new libc.OsError(what, errno, message);
           return { replies, interrupted };
         }
@@ -103,14 +108,10 @@ export class NetlinkSocket {
   get(
     build: (seq: number) => Uint8Array,
     what: string,
-    missing: string[] = ["ENODEV"],
+    missing: number[] = [ENODEV],
   ): Reply | undefined {
-    try {
-      return this.#exchange(build, what, false).replies[0];
-    } catch (err) {
-      if (err instanceof libc.OsError && missing.includes(err.code)) return undefined;
-      throw err;
-    }
+    const { replies, absent } = this.#exchange(build, what, false, missing);
+    return absent ? undefined : replies[0];
   }
 
   /** A dump: every object, retried when a concurrent change interrupted it. */

@@ -30,7 +30,9 @@ if (wasm) {
 }
 // `env -S` splits the interpreter line into arguments; env is at a fixed path on every Linux.
 // --no-config keeps a deno.json in the caller's working directory from changing the program.
-const shebang = `#!/usr/bin/env -S ${deno} run --allow-all --no-config --no-lock --quiet\n`;
+// DENO_NO_UPDATE_CHECK: a plugin run is no time to look for Deno releases (and nodes may be offline).
+const shebang =
+  `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${deno} run --allow-all --no-config --no-lock --quiet\n`;
 await Deno.writeTextFile(out, shebang + body, { mode: 0o755 });
 await Deno.chmod(out, 0o755);
 await Deno.remove(js);

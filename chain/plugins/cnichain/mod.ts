@@ -27,6 +27,7 @@ import {
 } from "../../runner.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
+import { fileExists } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
 
 export const DEFAULT_STATE_DIR = "/var/lib/cni/cnichain";
@@ -165,7 +166,9 @@ export function chainPlugin(check: EntryCheck): Plugin {
       withRun(inv, async (cfg, run) => {
         // The runtime must DEL before it ADDs the same attachment again; refusing here keeps the
         // steps from tearing down the attachment that exists while they roll back.
-        if (await inv.system.files.read(cachePath(cfg, inv.env.containerId, inv.env.ifname))) {
+        if (
+          await fileExists(inv.system.files, cachePath(cfg, inv.env.containerId, inv.env.ifname))
+        ) {
           throw new CniError(
             ErrorCode.AlreadyExists,
             `attachment ${

@@ -12,7 +12,7 @@ import { decodeJson } from "../../spec/input.ts";
 import type { Result } from "../../spec/types.ts";
 import { formatIp, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import type { System } from "../../system.ts";
+import { fileExists, type System } from "../../system.ts";
 import { DEFAULT_STATE_DIR } from "../cnichain/mod.ts";
 import {
   attachmentTag,
@@ -326,7 +326,7 @@ async function add(inv: Invocation): Promise<Result> {
   };
   await locked(inv.system, cfg.stateDir, async () => {
     // A record left by an earlier ADD of the same attachment (a crash before DEL) is replaced whole.
-    if (await inv.system.files.read(await recordFile(cfg.stateDir, tag))) {
+    if (await fileExists(inv.system.files, await recordFile(cfg.stateDir, tag))) {
       await removePod(inv.system, cfg.stateDir, tag);
     }
     await install(inv.system, cfg.stateDir, record, plan);
