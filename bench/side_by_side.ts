@@ -693,13 +693,18 @@ function tracedSummary(t: { add: Traced; del: Traced }): Json {
   return { add: one(t.add), del: one(t.del) };
 }
 
-/** The interpreter line of the bundle: `#!/usr/bin/env -S DENO run FLAGS`. */
-async function interpreter(): Promise<string[]> {
+/** The interpreter line of the bundle: `#!/usr/bin/env -S [VAR=value...] DENO run FLAGS`. */
+async function interpreter(): Promise<{ argv: string[]; env: Record<string, string> }> {
   const first = (await Deno.readTextFile(values.bundle)).split("\n", 1)[0];
   const words = first.replace(/^#!\s*/, "").split(/\s+/).filter((w) => w);
   if (words[0]?.endsWith("/env")) words.shift();
   if (words[0] === "-S") words.shift();
-  return words;
+  const env: Record<string, string> = {};
+  while (words[0] && /^[A-Z_][A-Z0-9_]*=/.test(words[0])) {
+    const [k, ...v] = words.shift()!.split("=");
+    env[k] = v.join("=");
+  }
+  return { argv: words, env };
 }
 
 async function startup(): Promise<Json> {
@@ -722,7 +727,7 @@ async function startup(): Promise<Json> {
   await Deno.writeTextFile(empty, "");
   const floor: number[] = [];
   for (let i = 0; i < samples; i++) {
-    const r = await exec(interp[0], [...interp.slice(1), empty], {});
+    const r = await exec(interp.argv[0], [...interp.argv.slice(1), empty], interp.env);
     if (r.code !== 0) throw new Error(`empty deno run: exit ${r.code}: ${r.stderr}`);
     floor.push(r.ms);
   }
@@ -734,7 +739,9 @@ async function startup(): Promise<Json> {
   const t2 = await traced(withPolicy);
   return {
     samples,
-    interpreter: interp.join(" "),
+    interpreter: [...Object.entries(interp.env).map(([k, v]) => `${k}=${v}`), ...interp.argv].join(
+      " ",
+    ),
     emptyDenoRunMs: round(median(floor)),
     cnichainVersionMs: round(median(cnichainVersion)),
     referenceBridgeVersionMs: round(median(refVersion)),
