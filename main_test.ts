@@ -5,7 +5,7 @@
  * nothing was written.
  */
 import assert from "node:assert/strict";
-import { BUNDLE, FakePlugins, listTree, runPlugin, runProgram } from "./chain/testdata/helpers.ts";
+import { BUNDLE, FakePlugins, listTree, runPlugin, runProgram } from "./test/helpers.ts";
 import { SUPPORTED_VERSIONS } from "./chain/spec/version.ts";
 
 function chainConfig(

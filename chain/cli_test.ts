@@ -1,6 +1,6 @@
 /** Command-line mode, run through the bundled program as a person would. */
 import assert from "node:assert/strict";
-import { BUNDLE, FakePlugins, listTree, runProgram } from "./testdata/helpers.ts";
+import { BUNDLE, FakePlugins, listTree, runProgram } from "../test/helpers.ts";
 
 async function withWorkspace(fn: (dir: string, fakes: FakePlugins) => Promise<void>) {
   const dir = await Deno.makeTempDir({ prefix: "cnichain-cli-" });

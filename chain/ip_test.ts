@@ -16,7 +16,7 @@ import {
   parseIp,
   unmapV4,
 } from "./ip.ts";
-import { seededRandom } from "./plugins/host_local/testing.ts";
+import { seededRandom } from "../test/host_local.ts";
 
 const ip = (text: string): Ip => {
   const parsed = parseIp(text);

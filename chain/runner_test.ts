@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { addChain, type ChainRun, checkChain, delChain, gcChain, statusChain } from "./runner.ts";
-import { FakePlugins } from "./testdata/helpers.ts";
+import { FakePlugins } from "../test/helpers.ts";
 import { memorySystem } from "./system_record.ts";
 import { CniError } from "./spec/errors.ts";
 import { parseConflist } from "./spec/config.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { RealFiles, realSystem } from "./system.ts";
 import { memorySystem, recordingSystem } from "./system_record.ts";
-import { listTree } from "./testdata/helpers.ts";
+import { listTree } from "../test/helpers.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>) {
   const dir = await Deno.makeTempDir({ prefix: "cnichain-files-" });

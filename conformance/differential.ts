@@ -9,8 +9,8 @@
  * (iptables or nftables objects are not compared; forwarding is probed),
  * `"dns": {}`, file modes.
  */
-import { addresses, links, routes } from "../chain/testdata/netns.ts";
-import { probeOne, serve } from "../chain/testdata/net_probe.ts";
+import { addresses, links, routes } from "../test/netns.ts";
+import { probeOne, serve } from "../test/net_probe.ts";
 import { type Check, expect, Failure, FROM_030, sortKeys, versionsFrom } from "./harness.ts";
 import type { Json } from "./fixtures.ts";
 import { type Pod, withWorld, type World } from "./lab.ts";

@@ -4,7 +4,7 @@
  * share state; `stateDir` is cnichain's and the reference plugins ignore it
  * (unknown fields are passed through, SPEC.md section 1).
  */
-import type { RunOutput } from "../chain/testdata/helpers.ts";
+import type { RunOutput } from "../test/helpers.ts";
 import { expect, Failure } from "./harness.ts";
 import type { World } from "./lab.ts";
 

@@ -6,7 +6,7 @@
  * variables in their environment, as runtimes run them; nothing can touch the
  * machine's own network. {@linkcode withWorld} removes everything, also on failure.
  */
-import { type RunOutput, runProgram } from "../chain/testdata/helpers.ts";
+import { type RunOutput, runProgram } from "../test/helpers.ts";
 
 const IP = "/usr/sbin/ip";
 const TIMEOUT = "/usr/bin/timeout";

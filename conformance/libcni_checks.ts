@@ -5,7 +5,7 @@
  * as a plain conflist of the multi-call names. libcni must accept every result,
  * cache it, drive CHECK and DEL from its cache, and GC/STATUS must behave.
  */
-import { links } from "../chain/testdata/netns.ts";
+import { links } from "../test/netns.ts";
 import { type Check, expect, expectEqual, FROM_030, FROM_040, FROM_110 } from "./harness.ts";
 import { addressesOf, ipam, type Json } from "./fixtures.ts";
 import { withWorld, type World } from "./lab.ts";

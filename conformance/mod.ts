@@ -14,7 +14,7 @@
  * against the plugins in DIR (`--profile` names its known gaps).
  */
 import { parseArgs } from "node:util";
-import { BUNDLE } from "../chain/testdata/helpers.ts";
+import { BUNDLE } from "../test/helpers.ts";
 import { type Check, type Outcome, runChecks, summary, table, tally } from "./harness.ts";
 import { CNICHAIN_DEVIATIONS, cnichainDeviation, knownGap, PROFILES } from "./gaps.ts";
 import { pluginChecks } from "./plugin_checks.ts";

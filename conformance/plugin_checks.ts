@@ -5,8 +5,8 @@
  * which implementation it runs: the same checks run against cnichain's
  * multi-call names and the reference plugins.
  */
-import { FakePlugins } from "../chain/testdata/helpers.ts";
-import { addresses, links } from "../chain/testdata/netns.ts";
+import { FakePlugins } from "../test/helpers.ts";
+import { addresses, links } from "../test/netns.ts";
 import {
   ALL,
   BELOW_040,

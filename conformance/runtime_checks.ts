@@ -2,14 +2,14 @@
  * The runtime side of the spec (section 3, "Execution of Network
  * Configurations", and section 4's exec rules): how a conflist is run. The
  * same checks run against every runtime the project has, each driving a chain
- * of scriptable fake plugins (`chain/testdata/fake_plugin.ts`, libcni's
+ * of scriptable fake plugins (`test/fake_plugin.ts`, libcni's
  * `noop` plugin in spirit) that record their env and stdin:
  *
  * - `cnichain-cli`: `cnichain add|del|check|gc|status CONFLIST` (the cnitool role);
  * - `cnichain-plugin`: a `cnichain` plugin entry whose nested `plugins` run in-process;
  * - `libcni`: upstream libcni v1.3.x (conformance/libcni-client), the reference runtime.
  */
-import { type Call, FakePlugins } from "../chain/testdata/helpers.ts";
+import { type Call, FakePlugins } from "../test/helpers.ts";
 import {
   ALL,
   type Check,

@@ -1,6 +1,6 @@
 /**
  * The bridge plugin in the kernel: pods in throwaway network namespaces,
- * plugin run as a runtime runs it (see chain/testdata/netns.ts), checked
+ * plugin run as a runtime runs it (see test/netns.ts), checked
  * against the reference plugin's documented behaviour. Run with
  * CNICHAIN_TEST_PLUGINS=reference to check the tests themselves against
  * Debian's reference plugins.
@@ -29,7 +29,7 @@ import {
   snapshot,
   sysctl,
   withLab,
-} from "../../testdata/netns.ts";
+} from "../../../test/netns.ts";
 
 /** The bridge's name when the config gives none. */
 const BRIDGE = "cni0";

@@ -5,7 +5,7 @@ import { parseEnv } from "../../spec/env.ts";
 import { formatIp } from "../../ip.ts";
 import { assignRequests, ipamProblems, parseHostLocal, requestedIps } from "./config.ts";
 import { rangeText } from "./range.ts";
-import { envFor } from "./testing.ts";
+import { envFor } from "../../../test/host_local.ts";
 
 function conf(ipam: unknown, extra: ConfigObject = {}): ConfigObject {
   return { cniVersion: "1.0.0", name: "net", type: "bridge", ipam, ...extra };

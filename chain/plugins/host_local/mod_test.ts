@@ -6,7 +6,7 @@ import { SUPPORTED_VERSIONS } from "../../spec/version.ts";
 import type { StateFiles, System } from "../../system.ts";
 import { memorySystem } from "../../system_record.ts";
 import { hostLocalPlugin as plugin } from "./mod.ts";
-import { call, seededRandom } from "./testing.ts";
+import { call, seededRandom } from "../../../test/host_local.ts";
 
 const DIR = "/data/net";
 const decoder = new TextDecoder();

@@ -17,7 +17,7 @@ import {
   snapshot,
   spawnPlugin,
   withTempDir,
-} from "./testing.ts";
+} from "../../../test/host_local.ts";
 
 const hasReference = await Deno.stat(`${REFERENCE_DIR}/host-local`).then(() => true, () => false);
 

@@ -17,7 +17,7 @@ import {
   usableCount,
   usableCountOfSet,
 } from "./range.ts";
-import { seededRandom } from "./testing.ts";
+import { seededRandom } from "../../../test/host_local.ts";
 
 const ip = (text: string): Ip => parseIp(text)!;
 

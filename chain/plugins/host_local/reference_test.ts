@@ -15,7 +15,7 @@ import {
   runPlugin,
   snapshot,
   withTempDir,
-} from "./testing.ts";
+} from "../../../test/host_local.ts";
 
 const REFERENCE = `${REFERENCE_DIR}/host-local`;
 const hasReference = await Deno.stat(REFERENCE).then(() => true, () => false);

@@ -1,6 +1,6 @@
 /**
  * The loopback plugin in the kernel: pods in throwaway network namespaces,
- * plugin run as a runtime runs it (see chain/testdata/netns.ts), checked
+ * plugin run as a runtime runs it (see test/netns.ts), checked
  * against the reference plugin's documented behaviour. Run with
  * CNICHAIN_TEST_PLUGINS=reference to check the tests themselves against
  * Debian's reference plugins.
@@ -18,7 +18,7 @@ import {
   ping,
   type Result,
   snapshot,
-} from "../../testdata/netns.ts";
+} from "../../../test/netns.ts";
 
 /** Runtimes call loopback with CNI_IFNAME "lo". */
 const LO = { ifname: "lo" };

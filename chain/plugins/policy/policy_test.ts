@@ -2,7 +2,7 @@
  * The policy step in the kernel, end to end: a `cnichain` chain of bridge
  * (host-local) and policy, run per pod as a runtime runs it (CNI_ARGS names
  * the pod, `args.cni.labels` carries its labels), TCP and UDP servers in the
- * pods (chain/testdata/net_probe.ts), and real pod-to-pod traffic through the
+ * pods (test/net_probe.ts), and real pod-to-pod traffic through the
  * bridge, which bridge netfilter hands to the forward hook where the policy
  * chains are.
  *
@@ -19,7 +19,7 @@
  * round would double the file's runtime.
  */
 import assert from "node:assert/strict";
-import { BUNDLE, listTree, type RunOutput, runProgram } from "../../testdata/helpers.ts";
+import { BUNDLE, listTree, type RunOutput, runProgram } from "../../../test/helpers.ts";
 import {
   assertOk,
   bare,
@@ -31,8 +31,8 @@ import {
   type Pod,
   type Result,
   setSysctl,
-} from "../../testdata/netns.ts";
-import { probe, type ProbeResult, serve, type Server, target } from "../../testdata/net_probe.ts";
+} from "../../../test/netns.ts";
+import { probe, type ProbeResult, serve, type Server, target } from "../../../test/net_probe.ts";
 
 const IP = "/usr/sbin/ip";
 const NETWORK = "pol";

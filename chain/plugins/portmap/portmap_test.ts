@@ -2,7 +2,7 @@
  * The portmap plugin in the kernel, end to end: bridge + host-local + portmap
  * run as a runtime runs them (the chain as one `cnichain` entry, portmap also
  * by its own name), real traffic through the mapped host ports between
- * throwaway namespaces (chain/testdata/net_probe.ts), and cnichain's nftables
+ * throwaway namespaces (test/net_probe.ts), and cnichain's nftables
  * state read back with `nft -j`.
  *
  * With CNICHAIN_TEST_PLUGINS=reference the traffic tests run against Debian's
@@ -12,7 +12,7 @@
  * nothing left behind) run with cnichain only.
  */
 import assert from "node:assert/strict";
-import { BUNDLE, listTree, type RunOutput, runProgram } from "../../testdata/helpers.ts";
+import { BUNDLE, listTree, type RunOutput, runProgram } from "../../../test/helpers.ts";
 import {
   assertCniError,
   assertNoLeak,
@@ -33,8 +33,8 @@ import {
   setSysctl,
   snapshot,
   sysctl,
-} from "../../testdata/netns.ts";
-import { probe, type ProbeResult, serve, type Server, target } from "../../testdata/net_probe.ts";
+} from "../../../test/netns.ts";
+import { probe, type ProbeResult, serve, type Server, target } from "../../../test/net_probe.ts";
 
 const IP = "/usr/sbin/ip";
 const NFT = "/usr/sbin/nft";

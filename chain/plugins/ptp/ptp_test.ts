@@ -1,6 +1,6 @@
 /**
  * The ptp plugin in the kernel: pods in throwaway network namespaces, plugin
- * run as a runtime runs it (see chain/testdata/netns.ts), checked against the
+ * run as a runtime runs it (see test/netns.ts), checked against the
  * reference plugin's documented behaviour. Run with
  * CNICHAIN_TEST_PLUGINS=reference to check the tests themselves against
  * Debian's reference plugins.
@@ -27,7 +27,7 @@ import {
   routes,
   snapshot,
   sysctl,
-} from "../../testdata/netns.ts";
+} from "../../../test/netns.ts";
 
 const GATEWAY = "10.23.0.1";
 

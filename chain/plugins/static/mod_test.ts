@@ -3,7 +3,7 @@ import { CniError } from "../../spec/errors.ts";
 import type { ConfigObject } from "../../spec/config.ts";
 import type { JsonObject } from "../../spec/types.ts";
 import { memorySystem } from "../../system_record.ts";
-import { call, type CallOptions, REFERENCE_DIR, runPlugin } from "../host_local/testing.ts";
+import { call, type CallOptions, REFERENCE_DIR, runPlugin } from "../../../test/host_local.ts";
 import { staticPlugin as plugin, staticProblems } from "./mod.ts";
 
 function conf(ipam: ConfigObject, extra: ConfigObject = {}): ConfigObject {

@@ -3,13 +3,13 @@
  * be replayed with CNICHAIN_TEST_SEED), in-process runs on the memory system,
  * and runs of the bundled program or a reference plugin as separate processes.
  */
-import { parseEnv } from "../../spec/env.ts";
-import type { ConfigObject } from "../../spec/config.ts";
-import type { JsonObject, Verb } from "../../spec/types.ts";
-import { runBuiltin } from "../../invoke.ts";
-import { builtinRegistry } from "../../registry.ts";
-import type { InvokeContext, Plugin } from "../../plugin.ts";
-import type { System } from "../../system.ts";
+import { parseEnv } from "../chain/spec/env.ts";
+import type { ConfigObject } from "../chain/spec/config.ts";
+import type { JsonObject, Verb } from "../chain/spec/types.ts";
+import { runBuiltin } from "../chain/invoke.ts";
+import { builtinRegistry } from "../chain/registry.ts";
+import type { InvokeContext, Plugin } from "../chain/plugin.ts";
+import type { System } from "../chain/system.ts";
 
 /** A seeded generator of numbers in [0, 1); the seed is logged so a failure can be replayed. */
 export function seededRandom(
@@ -77,7 +77,7 @@ export function call(
   );
 }
 
-export const ROOT = new URL("../../../", import.meta.url).pathname;
+export const ROOT = new URL("../", import.meta.url).pathname;
 export const BUNDLE = `${ROOT}dist/cnichain`;
 export const REFERENCE_DIR = "/usr/lib/cni";
 

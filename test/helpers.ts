@@ -2,9 +2,9 @@
  * Test helpers: a directory of fake external plugins (`fake_plugin.ts`), and
  * running the bundled program `dist/cnichain` the way a runtime runs a plugin.
  */
-export const ROOT = new URL("../../", import.meta.url).pathname;
+export const ROOT = new URL("../", import.meta.url).pathname;
 export const BUNDLE = `${ROOT}dist/cnichain`;
-const FAKE = `${ROOT}chain/testdata/fake_plugin.ts`;
+const FAKE = `${ROOT}test/fake_plugin.ts`;
 
 export interface Call {
   verb: string;
