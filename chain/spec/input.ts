@@ -8,6 +8,16 @@ import { CniError, ErrorCode } from "./errors.ts";
 export const MAX_STDIN_BYTES = 8 * 1024 * 1024;
 export const MAX_JSON_DEPTH = 64;
 
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
 /** Reads a stream to its end, failing as soon as it passes `limit` bytes. */
 export async function readBounded(
   stream: ReadableStream<Uint8Array>,
@@ -32,13 +42,7 @@ export async function readBounded(
   } finally {
     reader.releaseLock();
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+  return concat(chunks, size);
 }
 
 /** Something read synchronously, like Deno.stdin or an open file. */
@@ -66,13 +70,7 @@ export function readBoundedSync(reader: SyncReader, limit = MAX_STDIN_BYTES): Ui
     }
     chunks.push(chunk.subarray(0, n));
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+  return concat(chunks, size);
 }
 
 /** The deepest nesting of objects and arrays in a JSON text (strings skipped). */
