@@ -8,7 +8,18 @@
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/cnichain-bin`;
 const build = await new Deno.Command(Deno.execPath(), {
-  args: ["compile", "--allow-all", "--no-config", "--no-lock", "--output", out, `${root}main.ts`],
+  // The policy engine is read next to its host module at run time; --include puts it in the binary.
+  args: [
+    "compile",
+    "--allow-all",
+    "--no-config",
+    "--no-lock",
+    "--include",
+    `${root}policy-wasm/policy.wasm`,
+    "--output",
+    out,
+    `${root}main.ts`,
+  ],
   cwd: root,
   stdout: "inherit",
   stderr: "piped",
