@@ -69,7 +69,7 @@ export async function addMasquerade(
     elements.push({ set: `masq${family}`, key: ip });
     for (const dst of skip) elements.push({ set: `nomasq${family}`, key: `${ip} . ${dst}` });
   }
-  const tag = await attachmentTag(att.network, att.containerId, att.ifname);
+  const tag = attachmentTag(att.network, att.containerId, att.ifname);
   await installElements(
     system,
     stateDir,
@@ -90,7 +90,7 @@ export async function delMasquerade(
     system,
     stateDir,
     MASQUERADE,
-    await attachmentTag(att.network, att.containerId, att.ifname),
+    attachmentTag(att.network, att.containerId, att.ifname),
   );
 }
 
@@ -102,14 +102,14 @@ export async function gcMasquerade(
   valid: AttachmentRef[],
 ): Promise<void> {
   const keep = new Set(
-    await Promise.all(valid.map((a) => attachmentTag(network, a.containerID, a.ifname))),
+    valid.map((a) => attachmentTag(network, a.containerID, a.ifname)),
   );
   await collectElements(system, stateDir, MASQUERADE, network, keep);
 }
 
 /** Whether the attachment has its masquerade elements (for CHECK). */
-export async function hasMasquerade(system: System, att: Attachment): Promise<boolean> {
-  const comment = await attachmentTag(att.network, att.containerId, att.ifname);
+export function hasMasquerade(system: System, att: Attachment): boolean {
+  const comment = attachmentTag(att.network, att.containerId, att.ifname);
   const { sets } = readTable(system);
   return ["masq4", "masq6"].some((name) =>
     (sets.get(name) ?? []).some((e) => e.comment === comment)

@@ -5,19 +5,13 @@
  * JSON listing.
  */
 import type { System } from "./system.ts";
+import { shortHash } from "./hash.ts";
 
 export const TABLE = "cnichain";
 
-async function hash(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
-}
-
 /** The network part of a comment: the name when it is short, else a hash of it. */
-export async function networkTag(network: string): Promise<string> {
-  return network.length <= 40 ? network : `#${await hash(network)}`;
+export function networkTag(network: string): string {
+  return network.length <= 40 ? network : `#${shortHash(network)}`;
 }
 
 /** nft keeps at most 128 bytes of comment. */
@@ -28,16 +22,12 @@ const MAX_COMMENT = 120;
  * readable in `nft list ruleset` and in error messages; when that is too long
  * for nft, the network tag and a hash of the attachment.
  */
-export async function attachmentTag(
-  network: string,
-  containerId: string,
-  ifname: string,
-): Promise<string> {
-  const tag = await networkTag(network);
+export function attachmentTag(network: string, containerId: string, ifname: string): string {
+  const tag = networkTag(network);
   const plain = `${tag} ${containerId} ${ifname}`;
   return plain.length <= MAX_COMMENT
     ? plain
-    : `${tag} #${await hash(`${network}\0${containerId}\0${ifname}`)}`;
+    : `${tag} #${shortHash(`${network}\0${containerId}\0${ifname}`)}`;
 }
 
 /** The lock file guarding cnichain's nftables table, in the state directory. */
@@ -181,11 +171,8 @@ export interface PlannedElement {
   exclusive?: boolean;
 }
 
-async function registryFile(stateDir: string, feature: Feature, tag: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(tag));
-  const name = [...new Uint8Array(digest)].slice(0, 16).map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
-  return `${stateDir}/nft/${feature.name}/${name}`;
+function registryFile(stateDir: string, feature: Feature, tag: string): string {
+  return `${stateDir}/nft/${feature.name}/${shortHash(tag)}`;
 }
 
 interface Registration {
@@ -221,7 +208,7 @@ export async function installElements(
   elements: PlannedElement[],
   taken: (element: PlannedElement, owner: string) => Error,
 ): Promise<void> {
-  const file = await registryFile(stateDir, feature, tag);
+  const file = registryFile(stateDir, feature, tag);
   await locked(system, stateDir, async () => {
     const create = elements.map((e) => elementLine(e.exclusive ? "create" : "add", e, tag));
     try {
@@ -270,7 +257,7 @@ export async function removeElements(
   feature: Feature,
   tag: string,
 ): Promise<void> {
-  const file = await registryFile(stateDir, feature, tag);
+  const file = registryFile(stateDir, feature, tag);
   await locked(system, stateDir, async () => {
     const bytes = await system.files.read(file);
     let lines: string[] | undefined;
@@ -299,7 +286,7 @@ export async function collectElements(
   network: string,
   keep: Set<string>,
 ): Promise<void> {
-  const prefix = `${await networkTag(network)} `;
+  const prefix = `${networkTag(network)} `;
   const doomed = (c: string) => c.startsWith(prefix) && !keep.has(c);
   await locked(system, stateDir, async () => {
     const lines = deleteLines(readTable(system), feature.sets, doomed);

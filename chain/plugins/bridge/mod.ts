@@ -313,7 +313,7 @@ async function check(inv: Invocation): Promise<void> {
       }`,
     );
   }
-  if (cfg.ipMasq && ips.length && !(await hasMasquerade(inv.system, attachmentOf(inv)))) {
+  if (cfg.ipMasq && ips.length && !hasMasquerade(inv.system, attachmentOf(inv))) {
     throw new CniError(
       ErrorCode.Internal,
       `CHECK: masquerade for ${quote(inv.env.containerId)} is missing`,

@@ -14,6 +14,7 @@ import { formatIp, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { fileExists, type System } from "../../system.ts";
 import { DEFAULT_STATE_DIR } from "../cnichain/mod.ts";
+import { shortHash } from "../../hash.ts";
 import {
   attachmentTag,
   deleteLines,
@@ -151,15 +152,10 @@ function identityOf(inv: Invocation, prev: Result): Identity {
   };
 }
 
-async function hex(text: string): Promise<string> {
-  const d = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(d)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 export const registryDir = (stateDir: string) => `${stateDir}/policy/pods`;
 
-async function recordFile(stateDir: string, tag: string): Promise<string> {
-  return `${registryDir(stateDir)}/${await hex(tag)}`;
+function recordFile(stateDir: string, tag: string): string {
+  return `${registryDir(stateDir)}/${shortHash(tag)}`;
 }
 
 export async function readRecords(system: System, stateDir: string): Promise<PodRecord[]> {
@@ -221,7 +217,7 @@ async function install(
   );
   await system.files.mkdir(registryDir(stateDir), 0o700);
   await system.files.writeAtomic(
-    await recordFile(stateDir, record.tag),
+    recordFile(stateDir, record.tag),
     JSON.stringify({ ...record, memberOf: plan.memberOf }),
     0o600,
   );
@@ -271,7 +267,7 @@ async function retireIfUnused(system: System, stateDir: string): Promise<void> {
 }
 
 async function removePod(system: System, stateDir: string, tag: string): Promise<void> {
-  const file = await recordFile(stateDir, tag);
+  const file = recordFile(stateDir, tag);
   const bytes = await system.files.read(file);
   let lines: string[];
   if (bytes) {
@@ -283,7 +279,7 @@ async function removePod(system: System, stateDir: string, tag: string): Promise
       POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
     );
     lines = deleteLines(listing, sets, (c) => c === tag);
-    const h = await hex(tag);
+    const h = shortHash(tag);
     for (const chain of [`pi_${h}`, `po_${h}`]) {
       if (listing.chains.includes(chain)) {
         lines.push(`flush chain inet ${TABLE} ${chain}`, `delete chain inet ${TABLE} ${chain}`);
@@ -313,8 +309,8 @@ async function add(inv: Invocation): Promise<Result> {
   }
   const plan = policyEngine().plan(policies, identity);
   ensureBridgeNetfilter(inv.system);
-  const tag = await tagOf(inv);
-  const h = await hex(tag);
+  const tag = tagOf(inv);
+  const h = shortHash(tag);
   const record: PodRecord = {
     tag,
     network: inv.conf.name,
@@ -326,7 +322,7 @@ async function add(inv: Invocation): Promise<Result> {
   };
   await locked(inv.system, cfg.stateDir, async () => {
     // A record left by an earlier ADD of the same attachment (a crash before DEL) is replaced whole.
-    if (await fileExists(inv.system.files, await recordFile(cfg.stateDir, tag))) {
+    if (await fileExists(inv.system.files, recordFile(cfg.stateDir, tag))) {
       await removePod(inv.system, cfg.stateDir, tag);
     }
     await install(inv.system, cfg.stateDir, record, plan);
@@ -336,7 +332,7 @@ async function add(inv: Invocation): Promise<Result> {
 
 async function del(inv: Invocation): Promise<void> {
   const { cfg } = readPolicyConfigLenient(inv);
-  const tag = await tagOf(inv);
+  const tag = tagOf(inv);
   await locked(inv.system, cfg.stateDir, async () => {
     await removePod(inv.system, cfg.stateDir, tag);
     await retireIfUnused(inv.system, cfg.stateDir);
@@ -355,9 +351,7 @@ function readPolicyConfigLenient(inv: Invocation): { cfg: PolicyConfig } {
 async function gc(inv: GcInvocation): Promise<void> {
   const { cfg } = readPolicyConfigLenient(inv);
   const keep = new Set(
-    await Promise.all(
-      inv.validAttachments.map((a) => attachmentTag(inv.conf.name, a.containerID, a.ifname)),
-    ),
+    inv.validAttachments.map((a) => attachmentTag(inv.conf.name, a.containerID, a.ifname)),
   );
   await locked(inv.system, cfg.stateDir, async () => {
     for (const record of await readRecords(inv.system, cfg.stateDir)) {
@@ -371,8 +365,8 @@ async function gc(inv: GcInvocation): Promise<void> {
 
 async function check(inv: Invocation): Promise<void> {
   const cfg = parse(inv);
-  const tag = await tagOf(inv);
-  const bytes = await inv.system.files.read(await recordFile(cfg.stateDir, tag));
+  const tag = tagOf(inv);
+  const bytes = await inv.system.files.read(recordFile(cfg.stateDir, tag));
   if (!bytes) throw new CniError(ErrorCode.Internal, `CHECK: no policy record for ${quote(tag)}`);
   const record = JSON.parse(new TextDecoder().decode(bytes)) as PodRecord;
   const chains = new Set(readTable(inv.system).chains);

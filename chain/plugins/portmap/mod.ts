@@ -272,7 +272,7 @@ async function add(inv: Invocation): Promise<Result> {
       `has no address on the sandbox interface ${quote(inv.env.ifname)} to forward to`,
     );
   }
-  const tag = await tagOf(inv);
+  const tag = tagOf(inv);
   await installElements(
     inv.system,
     cfg.stateDir,
@@ -317,7 +317,7 @@ async function del(inv: Invocation): Promise<void> {
   const stateDir = inv.conf.raw.stateDir === undefined && inv.context.stateDir
     ? inv.context.stateDir
     : cfg.stateDir;
-  await removeElements(inv.system, stateDir, PORTMAP, await tagOf(inv));
+  await removeElements(inv.system, stateDir, PORTMAP, tagOf(inv));
 }
 
 async function gc(inv: GcInvocation): Promise<void> {
@@ -327,19 +327,17 @@ async function gc(inv: GcInvocation): Promise<void> {
     cfg.stateDir = inv.context.stateDir;
   }
   const keep = new Set(
-    await Promise.all(
-      inv.validAttachments.map((a) => attachmentTag(inv.conf.name, a.containerID, a.ifname)),
-    ),
+    inv.validAttachments.map((a) => attachmentTag(inv.conf.name, a.containerID, a.ifname)),
   );
   await collectElements(inv.system, cfg.stateDir, PORTMAP, inv.conf.name, keep);
 }
 
-async function check(inv: Invocation): Promise<void> {
+function check(inv: Invocation): void {
   const cfg = parse(inv);
   const prev = inv.conf.prevResult;
   if (!prev) throw invalidConfig("prevResult", "is required for CHECK");
   if (cfg.mappings.length === 0) return;
-  const tag = await tagOf(inv);
+  const tag = tagOf(inv);
   const listing = readTable(inv.system);
   for (const p of plan(cfg, podAddresses(inv, prev))) {
     const found = (listing.sets.get(p.set) ?? []).find((e) => e.key === p.key && e.comment === tag);
@@ -361,6 +359,6 @@ export const portmapPlugin: Plugin = {
   },
   add,
   del,
-  check,
+  check: (inv) => Promise.resolve(check(inv)),
   gc,
 };
