@@ -88,7 +88,16 @@ export class PolicyProblems extends Error {
 }
 
 function wasmBytes(): Uint8Array<ArrayBuffer> {
-  if (!EMBEDDED.startsWith("__")) return Uint8Array.from(atob(EMBEDDED), (c) => c.charCodeAt(0));
+  if (!EMBEDDED.startsWith("__")) {
+    // Uint8Array.fromBase64 decodes in a fraction of a millisecond; atob and a per-character
+    // copy took 15-20 ms for this module, on every plugin run with a policy step.
+    const fromBase64 =
+      (Uint8Array as unknown as { fromBase64?: (s: string) => Uint8Array<ArrayBuffer> })
+        .fromBase64;
+    return fromBase64
+      ? fromBase64(EMBEDDED)
+      : Uint8Array.from(atob(EMBEDDED), (c) => c.charCodeAt(0));
+  }
   return Deno.readFileSync(new URL("./policy.wasm", import.meta.url));
 }
 
