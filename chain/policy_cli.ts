@@ -12,8 +12,8 @@ import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
 import { loadPolicies, readPolicyConfig, readRecords, syncPods } from "./plugins/policy/mod.ts";
 import { type Endpoint, policyEngine } from "../policy-wasm/host.ts";
 
-const HELP =
-  `cnichain policy explain --from ADDR|NS/POD --to ADDR|NS/POD --port N[/tcp|udp|sctp] --config CONFLIST [--json]
+const HELP = `cnichain policy explain --from ADDR|NS/POD --to ADDR|NS/POD --port N[/tcp|udp|sctp]
+                        --config CONFLIST [--family 4|6] [--json]
 cnichain policy sync --config CONFLIST
 
 explain: the verdict for a flow and the policy and rule that decide it, for each side (the
