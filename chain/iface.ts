@@ -333,3 +333,35 @@ export function configDns(inv: Invocation): Dns | undefined {
   // The result reader checks the fields and drops empty ones.
   return parseResult({ cniVersion: "1.0.0", dns: raw }, "1.0.0", "$").dns;
 }
+
+/**
+ * The part of CHECK bridge and ptp share: prevResult is there, IPAM agrees,
+ * and the container interface has the result's MAC, addresses and routes.
+ * Returns the container's namespace and the result's addresses on that interface.
+ */
+export async function checkContainerSide(
+  inv: Invocation,
+  ipamType: string | undefined,
+): Promise<{ ns: Netns; ips: IpConfig[] }> {
+  const prev = inv.conf.prevResult;
+  if (!prev) {
+    throw new CniError(
+      ErrorCode.InvalidConfig,
+      "invalid network config: prevResult: is required for CHECK",
+    );
+  }
+  if (ipamType) await inv.delegate(ipamType, "CHECK", inv.conf.raw);
+  const ns = requireNetns(inv);
+  const index =
+    prev.interfaces?.findIndex((i) => i.name === inv.env.ifname && i.sandbox === inv.env.netns) ??
+      -1;
+  if (index < 0) {
+    throw new CniError(
+      ErrorCode.Internal,
+      `CHECK: prevResult has no interface ${quote(inv.env.ifname)} in ${quote(inv.env.netns)}`,
+    );
+  }
+  const ips = (prev.ips ?? []).filter((ip) => ip.interface === index);
+  checkInterface(ns, inv.env.ifname, ips, prev.routes ?? [], prev.interfaces![index].mac);
+  return { ns, ips };
+}

@@ -13,9 +13,9 @@ import type { ConfigObject } from "../../spec/config.ts";
 
 const registry = builtinRegistry();
 
-function setup() {
-  const system = memorySystem();
-  system.kernel.known.add("/var/run/netns/pod");
+/** A memory System with the pod's netns known, and a runner for bridge verbs as that pod. */
+function setup(system = memorySystem(), pod = "pod", id = "c1") {
+  system.kernel.known.add(`/var/run/netns/${pod}`);
   const context = {
     system,
     registry,
@@ -24,18 +24,21 @@ function setup() {
     stepPrefix: "",
     baseEnv: {},
   };
-  const env = (verb: string) =>
-    parseEnv((n) =>
-      ({
-        CNI_COMMAND: verb,
-        CNI_CONTAINERID: "c1",
-        CNI_NETNS: "/var/run/netns/pod",
-        CNI_IFNAME: "eth0",
-        CNI_PATH: "/x",
-      })[n]
-    );
+  const vars = (verb: string): Record<string, string> => ({
+    CNI_COMMAND: verb,
+    CNI_CONTAINERID: id,
+    CNI_NETNS: `/var/run/netns/${pod}`,
+    CNI_IFNAME: "eth0",
+    CNI_PATH: "/x",
+  });
   const run = (verb: string, config: ConfigObject) =>
-    runBuiltin(registry.get("bridge")!, verb as "ADD", env(verb), config, context);
+    runBuiltin(
+      registry.get("bridge")!,
+      verb as "ADD",
+      parseEnv((n) => vars(verb)[n]),
+      config,
+      context,
+    );
   return { system, run };
 }
 
@@ -84,7 +87,7 @@ Deno.test("bridge ADD that fails in IPAM leaves no link behind", async () => {
   });
   await run("ADD", small);
   const before = system.kernel.host().links().map((l) => l.name).sort();
-  const second = setupSecond(system);
+  const second = setup(system, "pod2", "c2").run;
   await assert.rejects(() => second("ADD", small), (e: unknown) => e instanceof CniError);
   assert.deepEqual(
     system.kernel.host().links().map((l) => l.name).sort(),
@@ -93,30 +96,6 @@ Deno.test("bridge ADD that fails in IPAM leaves no link behind", async () => {
   );
   assert.equal(system.kernel.netns("/var/run/netns/pod2").link("eth0"), undefined);
 });
-
-function setupSecond(system: ReturnType<typeof memorySystem>) {
-  system.kernel.known.add("/var/run/netns/pod2");
-  const context = {
-    system,
-    registry,
-    observer: {},
-    execTimeoutMs: 1000,
-    stepPrefix: "",
-    baseEnv: {},
-  };
-  const env = (verb: string) =>
-    parseEnv((n) =>
-      ({
-        CNI_COMMAND: verb,
-        CNI_CONTAINERID: "c2",
-        CNI_NETNS: "/var/run/netns/pod2",
-        CNI_IFNAME: "eth0",
-        CNI_PATH: "/x",
-      })[n]
-    );
-  return (verb: string, cfg: ConfigObject) =>
-    runBuiltin(registry.get("bridge")!, verb as "ADD", env(verb), cfg, context);
-}
 
 Deno.test("bridge config problems are named before anything happens", async (t) => {
   const cases: [string, ConfigObject, number, RegExp][] = [

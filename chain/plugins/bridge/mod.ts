@@ -18,7 +18,7 @@ import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
 import {
   attachmentOf,
-  checkInterface,
+  checkContainerSide,
   configDns,
   configureInterface,
   defaultGateway,
@@ -281,21 +281,7 @@ function del(inv: Invocation): Promise<void> {
 
 async function check(inv: Invocation): Promise<void> {
   const cfg = parse(inv);
-  const prev = inv.conf.prevResult;
-  if (!prev) throw invalidConfig("prevResult", "is required for CHECK");
-  if (cfg.ipamType) await inv.delegate(cfg.ipamType, "CHECK", inv.conf.raw);
-  const ns = requireNetns(inv);
-  const contIndex =
-    prev.interfaces?.findIndex((i) => i.name === inv.env.ifname && i.sandbox === inv.env.netns) ??
-      -1;
-  if (contIndex < 0) {
-    throw new CniError(
-      ErrorCode.Internal,
-      `CHECK: prevResult has no interface ${quote(inv.env.ifname)} in ${quote(inv.env.netns)}`,
-    );
-  }
-  const ips = (prev.ips ?? []).filter((ip) => ip.interface === contIndex);
-  checkInterface(ns, inv.env.ifname, ips, prev.routes ?? [], prev.interfaces![contIndex].mac);
+  const { ns, ips } = await checkContainerSide(inv, cfg.ipamType);
   const host = inv.system.kernel.host();
   const bridge = host.link(cfg.bridge);
   if (!bridge || bridge.kind !== "bridge") {

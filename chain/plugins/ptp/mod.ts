@@ -5,7 +5,7 @@
  * its gateway on-link and its subnet through the gateway, as the reference
  * plugin sets it up. Result interfaces: [host veth, container veth].
  */
-import { CniError, ErrorCode, invalidConfig, quote } from "../../spec/errors.ts";
+import { invalidConfig } from "../../spec/errors.ts";
 import type { ConfigObject, Problem } from "../../spec/config.ts";
 import type { IpConfig, Result } from "../../spec/types.ts";
 import { formatIp, networkOf, parseCidr } from "../../ip.ts";
@@ -15,7 +15,7 @@ import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
 import {
   attachmentOf,
-  checkInterface,
+  checkContainerSide,
   configDns,
   configureInterface,
   defaultGateway,
@@ -175,22 +175,7 @@ function del(inv: Invocation): Promise<void> {
 }
 
 async function check(inv: Invocation): Promise<void> {
-  const cfg = parse(inv);
-  const prev = inv.conf.prevResult;
-  if (!prev) throw invalidConfig("prevResult", "is required for CHECK");
-  await inv.delegate(cfg.ipamType, "CHECK", inv.conf.raw);
-  const ns = requireNetns(inv);
-  const contIndex =
-    prev.interfaces?.findIndex((i) => i.name === inv.env.ifname && i.sandbox === inv.env.netns) ??
-      -1;
-  if (contIndex < 0) {
-    throw new CniError(
-      ErrorCode.Internal,
-      `CHECK: prevResult has no interface ${quote(inv.env.ifname)} in ${quote(inv.env.netns)}`,
-    );
-  }
-  const ips = (prev.ips ?? []).filter((ip) => ip.interface === contIndex);
-  checkInterface(ns, inv.env.ifname, ips, prev.routes ?? [], prev.interfaces![contIndex].mac);
+  await checkContainerSide(inv, parse(inv).ipamType);
 }
 
 function gc(inv: GcInvocation): Promise<void> {
