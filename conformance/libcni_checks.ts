@@ -27,17 +27,37 @@ function conflist(w: World, v: string, shape: Shape, extra: Json = {}): Json {
   return { cniVersion: v, name: w.net, plugins, ...extra };
 }
 
+/**
+ * The shipped deploy/cnichain.conflist with its paths (log, state, host-local store, policy file)
+ * moved into the world's directory; the policy file holds no policies.
+ */
+async function deployConflist(w: World): Promise<Json> {
+  const list = JSON.parse(
+    await Deno.readTextFile(new URL("../deploy/cnichain.conflist", import.meta.url)),
+  ) as Json;
+  const outer = (list.plugins as Json[])[0];
+  outer.logFile = `${w.dir}/cnichain.log`;
+  outer.stateDir = w.stateDir;
+  for (const step of outer.plugins as Json[]) {
+    if (step.ipam) (step.ipam as Json).dataDir = w.dataDir;
+    if (step.type === "policy") step.policyFile = `${w.dir}/policies.json`;
+  }
+  await Deno.writeTextFile(`${w.dir}/policies.json`, "[]");
+  return list;
+}
+
 export function libcniChecks(bin: string, build: string): Check[] {
   const client = `${build}/libcni-client`;
-  async function call(
+  async function callIn(
     w: World,
     verb: Verb | "cached",
     list: Json,
     a: Attachment,
+    cniPath = bin,
   ): Promise<Answer> {
     const req = {
       conflist: list,
-      cniPath: [bin],
+      cniPath: [cniPath],
       cacheDir: w.cacheDir,
       containerID: a.containerId,
       netns: a.netns,
@@ -55,6 +75,8 @@ export function libcniChecks(bin: string, build: string): Check[] {
       text: j.text ?? "",
     };
   }
+  const call = (w: World, verb: Verb | "cached", list: Json, a: Attachment) =>
+    callIn(w, verb, list, a);
   const must = (a: Answer, what: string): Json => {
     expect(a.ok, `${what}: ${a.text}`);
     return a.result ?? {};
@@ -252,17 +274,19 @@ export function libcniChecks(bin: string, build: string): Check[] {
     id: "libcni.deploy-conflist",
     section: "§3 (whole lifecycle); §3 Deriving runtimeConfig (ips, portMappings)",
     title:
-      "the shipped deploy/cnichain.conflist through libcni: ADD with capability args, CHECK, STATUS, GC, DEL",
+      "the shipped deploy/cnichain.conflist through libcni, dist/cnichain copied alone into CNI_PATH: ADD with capability args, CHECK, STATUS, GC, DEL",
     versions: ["1.1.0"],
     run: () =>
       withWorld(bin, async (w) => {
-        const file = new URL("../deploy/cnichain.conflist", import.meta.url);
-        const list = JSON.parse(await Deno.readTextFile(file)) as Json;
-        const outer = (list.plugins as Json[])[0];
-        outer.logFile = `${w.dir}/cnichain.log`;
-        outer.stateDir = w.stateDir;
-        const steps = outer.plugins as Json[];
-        (steps[0].ipam as Json).dataDir = w.dataDir;
+        const list = await deployConflist(w);
+        // As an operator installs it: one file, no links, no deno.json or DENO_DIR beside it (and
+        // the client, like every libcni check, runs with an empty environment).
+        const alone = `${w.dir}/opt-cni-bin`;
+        await Deno.mkdir(alone);
+        await Deno.copyFile(await Deno.realPath(`${bin}/cnichain`), `${alone}/cnichain`);
+        await Deno.chmod(`${alone}/cnichain`, 0o755);
+        const call = (cw: World, verb: Verb, l: Json, at: Attachment) =>
+          callIn(cw, verb, l, at, alone);
         const pod = await w.addPod();
         const a: Attachment = {
           containerId: "deploy",
@@ -297,13 +321,9 @@ export function libcniChecks(bin: string, build: string): Check[] {
     versions: ["1.1.0"],
     run: () =>
       withWorld(bin, async (w) => {
-        const file = new URL("../deploy/cnichain.conflist", import.meta.url);
-        const list = JSON.parse(await Deno.readTextFile(file)) as Json;
+        const list = await deployConflist(w);
         const outer = (list.plugins as Json[])[0];
         expect((outer.capabilities as Json | undefined)?.ips, "the conflist does not declare ips");
-        outer.logFile = `${w.dir}/cnichain.log`;
-        outer.stateDir = w.stateDir;
-        ((outer.plugins as Json[])[0].ipam as Json).dataDir = w.dataDir;
         const pod = await w.addPod();
         const a: Attachment = {
           containerId: "deploy",

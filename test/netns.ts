@@ -126,7 +126,8 @@ export interface CniCall {
   env?: Record<string, string>;
 }
 
-async function run(args: string[], what: string): Promise<RunOutput> {
+/** Runs a command (not a plugin), failing with its stderr when it exits non-zero. */
+export async function run(args: string[], what: string): Promise<RunOutput> {
   const out = await runProgram(args[0], { args: args.slice(1) });
   if (out.code !== 0) {
     throw new Error(`${what}: ${args.join(" ")} exited ${out.code}: ${out.stderr.trim()}`);
@@ -134,7 +135,8 @@ async function run(args: string[], what: string): Promise<RunOutput> {
   return out;
 }
 
-function randomHex(bytes: number): string {
+/** `bytes` random bytes as hex: name prefixes that parallel tests never share. */
+export function randomHex(bytes: number): string {
   return [...crypto.getRandomValues(new Uint8Array(bytes))]
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }

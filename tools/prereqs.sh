@@ -4,10 +4,12 @@
 #   util-linux                   flock(1), to test our locks against another process
 #   libnftables1                 what cnichain itself loads for nftables (through FFI)
 #   iproute2 iputils-ping nftables   for tests to set up namespaces and observe (ip, ping, nft)
-#   rustc cargo libstd-rust-dev-wasm32   to rebuild policy-wasm/policy.wasm and check the committed one
+#   rustc cargo libstd-rust-dev-wasm32 lld-14   to rebuild policy-wasm/policy.wasm and check the
+#                                committed one (lld-14 is the wasm32 linker, rust-lld; only recommended
+#                                by libstd-rust-dev-wasm32, so --no-install-recommends would skip it)
 # Deno itself comes from the npm registry (npx -y deno@2.9.6 ...), not from here.
 set -euo pipefail
-packages=(containernetworking-plugins util-linux libnftables1 iproute2 iputils-ping nftables rustc cargo libstd-rust-dev-wasm32)
+packages=(containernetworking-plugins util-linux libnftables1 iproute2 iputils-ping nftables rustc cargo libstd-rust-dev-wasm32 lld-14)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
