@@ -46,6 +46,7 @@ Command line:
   cnichain add|del|check|gc|status CONFLIST [options]   run a conflist like cnitool
   cnichain validate CONFLIST [--json]                     report every problem in a conflist
   cnichain policy explain|sync ... --config CONFLIST      why a flow is allowed or denied; re-apply policies
+  cnichain install [options]                              install the program and a conflist on this node
   cnichain version                                        program and spec versions
   cnichain COMMAND --help                                 help for one command`;
 
@@ -124,6 +125,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
   if (command === "validate") return await validate(argv.slice(1), io);
   if (command === "policy") return await runPolicyCli(argv.slice(1), io);
+  if (command === "install") {
+    return await (await import("./install.ts")).runInstall(argv.slice(1), io);
+  }
   const verbs: Record<string, Verb> = {
     add: "ADD",
     del: "DEL",
