@@ -61,6 +61,25 @@ Deno.test("VERSION answers with an empty environment for every spec version", as
       await Deno.remove(cwd, { recursive: true });
     }
   });
+  await t.step({
+    name: "on a node's first run: no network at all and an empty Deno cache",
+    // A fresh network namespace (root only) has nothing but a downed lo: any download would fail.
+    ignore: Deno.uid() !== 0,
+    fn: async () => {
+      const denoDir = await Deno.makeTempDir({ prefix: "cnichain-denodir-" });
+      try {
+        const out = await runProgram("/usr/bin/unshare", {
+          args: ["--net", BUNDLE],
+          env: { CNI_COMMAND: "VERSION", DENO_DIR: denoDir },
+          stdin: '{"cniVersion":"1.0.0"}',
+        });
+        assert.equal(out.code, 0, out.stderr);
+        assert.equal(out.json?.cniVersion, "1.0.0");
+      } finally {
+        await Deno.remove(denoDir, { recursive: true });
+      }
+    },
+  });
 });
 
 Deno.test("plugin mode errors: right code, clear message, nothing written, no step run", async (t) => {
