@@ -9,6 +9,7 @@ import { builtinRegistry, multiCallNames } from "./chain/registry.ts";
 import { realSystem } from "./chain/system.ts";
 import { traceObserver } from "./chain/observe.ts";
 import { writeStderr, writeStdout } from "./chain/stdio.ts";
+import { processEnv } from "./chain/spec/env.ts";
 
 /** The name the program was run by, symlinks unresolved (`/opt/cni/bin/bridge` -> "bridge"). */
 function invokedName(): string {
@@ -16,16 +17,25 @@ function invokedName(): string {
   return path.slice(path.lastIndexOf("/") + 1).replace(/\.(ts|js)$/, "");
 }
 
+/** A variable's value, "" when it is set but not UTF-8 (dispatch() reports those, code 4). */
+function setOrBlank(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return "";
+  }
+}
+
 async function main(): Promise<number> {
   const registry = builtinRegistry();
   const name = invokedName();
   const invokedAs = multiCallNames(registry).includes(name) ? name : undefined;
-  if (Deno.env.get("CNI_COMMAND") !== undefined || invokedAs) {
-    const trace = Deno.env.get("CNICHAIN_TRACE") === "1";
+  if (setOrBlank("CNI_COMMAND") !== undefined || invokedAs) {
+    const trace = setOrBlank("CNICHAIN_TRACE") === "1";
     const began = performance.now();
     const code = await dispatch(
       {
-        getEnv: (n) => Deno.env.get(n),
+        getEnv: processEnv,
         stdin: Deno.stdin,
         stdout: writeStdout,
         stderr: writeStderr,
@@ -42,7 +52,7 @@ async function main(): Promise<number> {
     if (trace) {
       const now = performance.now();
       writeStderr(
-        `cnichain trace: ${Deno.env.get("CNI_COMMAND") ?? ""} total ${
+        `cnichain trace: ${setOrBlank("CNI_COMMAND") ?? ""} total ${
           (now - began).toFixed(2)
         } ms in-process (${now.toFixed(2)} ms since the runtime started)`,
       );

@@ -67,9 +67,12 @@ export async function dispatch(
     const error = toCniError(err);
     if (!(err instanceof CniError)) {
       // An internal error: the stack helps a bug report, but only when asked for.
-      const trace = io.getEnv("CNICHAIN_TRACE") === "1" && err instanceof Error
-        ? `\n${err.stack}`
-        : "";
+      let trace = "";
+      try {
+        if (io.getEnv("CNICHAIN_TRACE") === "1" && err instanceof Error) trace = `\n${err.stack}`;
+      } catch {
+        // A variable that cannot be read (not UTF-8) cannot ask for the stack.
+      }
       io.stderr(`cnichain: internal error: ${error.message}${trace}`);
     }
     io.stdout(JSON.stringify(error.toJSON(versionForError(config))));

@@ -7,6 +7,9 @@
 import type { Effect } from "./system.ts";
 import { type Kernel, type Netns, NetnsMissing } from "./kernel.ts";
 import type { Address, Link, LinkChange, RouteEntry, RouteSpec } from "../ffi/rtnetlink.ts";
+import { OsError } from "../ffi/libc.ts";
+
+const ESRCH = 3;
 import {
   IFF_UP,
   RT_SCOPE_LINK,
@@ -195,7 +198,11 @@ class SimNetns implements Netns {
       // Deleting one end of a veth deletes the other, wherever it is.
       for (const ns of this.kernel.spaces.values()) {
         const peer = ns.links_.get(link.peerIndex);
-        if (peer?.peerIndex === index) ns.links_.delete(link.peerIndex);
+        if (peer?.peerIndex !== index) continue;
+        ns.links_.delete(link.peerIndex);
+        // As the kernel does, the peer's addresses and routes go with it.
+        ns.addrs = ns.addrs.filter((a) => a.index !== link.peerIndex);
+        ns.routes_ = ns.routes_.filter((r) => r.oif !== link.peerIndex);
       }
     }
     this.#record("delete link", link.name);
@@ -259,10 +266,10 @@ class SimNetns implements Netns {
       !sameRoute(r, { ...route, table: route.table ?? RT_TABLE_MAIN })
     );
     if (this.routes_.length === before) {
-      throw new Error(
-        `RTM_DELROUTE ${
-          JSON.stringify(`${route.dst}/${route.dstPrefix}`)
-        }${this.where}: ESRCH (No such process)`,
+      // The real kernel's error type, which callers tolerating a missing route test for.
+      throw new OsError(
+        `RTM_DELROUTE ${JSON.stringify(`${route.dst}/${route.dstPrefix}`)}${this.where}`,
+        ESRCH,
       );
     }
     this.#record(

@@ -4,7 +4,7 @@
  * ties an element to its attachment, and reading elements back from nft's
  * JSON listing.
  */
-import type { System } from "./system.ts";
+import { listSwept, type System } from "./system.ts";
 import { shortHash } from "./hash.ts";
 
 export const TABLE = "cnichain";
@@ -240,7 +240,8 @@ export async function installElements(
 
 /** When no attachment of the feature is registered any more, removes its chains and sets (and the table if empty). */
 async function retireIfUnused(system: System, stateDir: string, feature: Feature): Promise<void> {
-  if ((await system.files.list(`${stateDir}/nft/${feature.name}`)).length) return;
+  // Under the lock, so a temporary record seen here is a killed writer's: it must not keep the table.
+  if ((await listSwept(system.files, `${stateDir}/nft/${feature.name}`)).length) return;
   const lines = retireLines(readTable(system), feature, () => false);
   if (lines.length) system.kernel.nft(lines.join("\n"));
 }
@@ -258,6 +259,16 @@ export async function removeElements(
   tag: string,
 ): Promise<void> {
   const file = registryFile(stateDir, feature, tag);
+  // No record and nothing of this attachment's in the table: nothing to undo, and no reason
+  // to create the state directory and its lock (a rolled-back ADD leaves no trace), unless the
+  // feature's sets stand empty: a DEL killed before it retired them left that to this one.
+  if ((await system.files.read(file)) === undefined) {
+    const listing = readTable(system);
+    if (
+      deleteLines(listing, feature.sets, (c) => c === tag).length === 0 &&
+      retireLines(listing, feature, () => false).length === 0
+    ) return;
+  }
   await locked(system, stateDir, async () => {
     const bytes = await system.files.read(file);
     let lines: string[] | undefined;

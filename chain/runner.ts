@@ -7,7 +7,7 @@
  */
 import { CniError, ErrorCode, toCniError } from "./spec/errors.ts";
 import type { CniEnv } from "./spec/env.ts";
-import type { ConfigObject, Conflist } from "./spec/config.ts";
+import { type ConfigObject, type Conflist, formatProblem } from "./spec/config.ts";
 import { encodeResult } from "./spec/result.ts";
 import type { AttachmentRef, Result, Verb } from "./spec/types.ts";
 import { atLeast } from "./spec/version.ts";
@@ -110,11 +110,41 @@ async function findExternals(run: ChainRun): Promise<void> {
   }
 }
 
+/**
+ * Every built-in step's own checks on the stdin it will get, before anything runs: what the
+ * chain hands over (args, runtimeConfig) is known only here, and a step refusing it after
+ * earlier steps ran would leave their store files behind (rollback releases, it does not erase).
+ */
+function checkSteps(run: ChainRun): void {
+  for (const [i, entry] of run.conflist.plugins.entries()) {
+    const plugin = run.context.registry.get(typeOf(entry));
+    const stdin = stepConfig(entry, "ADD", run, undefined);
+    const problems = plugin?.validate?.(stdin, `plugins[${i}]`, run.conflist.cniVersion) ?? [];
+    if (problems.length) {
+      throw new CniError(
+        ErrorCode.InvalidConfig,
+        `invalid network config: ${formatProblem(problems[0])}`,
+      );
+    }
+  }
+}
+
 /** ADD in order; on failure DEL the steps done (and the failing one) in reverse. */
 export async function addChain(run: ChainRun): Promise<Result | undefined> {
+  await checkAdd(run);
+  return await addSteps(run);
+}
+
+/** What ADD checks before any step runs: external steps installed, built-in steps' configs. */
+export async function checkAdd(run: ChainRun): Promise<void> {
+  await findExternals(run);
+  checkSteps(run);
+}
+
+/** {@linkcode addChain} after {@linkcode checkAdd} passed. */
+export async function addSteps(run: ChainRun): Promise<Result | undefined> {
   let result = run.prevResult;
   const { plugins } = run.conflist;
-  await findExternals(run);
   for (let i = 0; i < plugins.length; i++) {
     const stdin = stepConfig(plugins[i], "ADD", run, result);
     try {

@@ -20,7 +20,7 @@ export interface Effect {
 /** State files: the IPAM store, result caches, registries, locks. */
 export interface StateFiles {
   /** The file's bytes, or undefined when it does not exist. */
-  read(path: string): Promise<Uint8Array | undefined>;
+  read(path: string, limit?: number): Promise<Uint8Array | undefined>;
   /** The names in a directory, sorted; empty when it does not exist. */
   list(dir: string): Promise<string[]>;
   /** Creates a directory and its parents. */
@@ -69,6 +69,33 @@ export async function fileExists(files: StateFiles, path: string): Promise<boole
 /** Whether a directory entry is one of the temporary files written before a link or rename. */
 export function isTempName(name: string): boolean {
   return /^\..+\.tmp-\d+-[0-9a-f]+$/.test(name);
+}
+
+/**
+ * The names in `dir`, after removing the temporary files that writers killed
+ * before their rename or link left there. Call it holding the lock every
+ * writer of `dir` takes: a temporary file seen then has no live writer.
+ */
+export async function listSwept(files: StateFiles, dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const name of await files.list(dir)) {
+    if (isTempName(name)) await files.remove(`${dir}/${name}`);
+    else names.push(name);
+  }
+  return names;
+}
+
+/**
+ * Removes `path` and the temporary files of it that writers killed before
+ * their rename left beside it; false when `path` did not exist.
+ */
+export async function removeWithTemps(files: StateFiles, path: string): Promise<boolean> {
+  const dir = dirname(path);
+  const prefix = `.${path.slice(dir.length + 1)}.tmp-`;
+  for (const name of await files.list(dir)) {
+    if (isTempName(name) && name.startsWith(prefix)) await files.remove(`${dir}/${name}`);
+  }
+  return await files.remove(path);
 }
 
 function tempName(path: string): string {
@@ -122,8 +149,17 @@ function ioContext(what: string, path: string, err: unknown): Error {
  * cost a thread-pool round trip each, which dominated a pod's ADD.
  */
 export class RealFiles implements StateFiles {
-  read(path: string): Promise<Uint8Array | undefined> {
+  /**
+   * With `limit`, only a regular file of at most `limit` bytes is read (a config file named
+   * by a user could be /dev/zero or a directory); anything else is an error.
+   */
+  read(path: string, limit?: number): Promise<Uint8Array | undefined> {
     try {
+      if (limit !== undefined) {
+        const info = Deno.statSync(path);
+        if (!info.isFile) throw new Error("not a regular file");
+        if (info.size > limit) throw new Error(`larger than the limit of ${limit} bytes`);
+      }
       return Promise.resolve(Deno.readFileSync(path));
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return Promise.resolve(undefined);

@@ -40,10 +40,10 @@ export class OverlayFiles implements StateFiles {
     return this.#files.get(path) ?? undefined;
   }
 
-  async read(path: string): Promise<Uint8Array | undefined> {
+  async read(path: string, limit?: number): Promise<Uint8Array | undefined> {
     const mine = this.#files.get(path);
     if (mine !== undefined) return mine?.data;
-    return await this.base.read(path);
+    return await this.base.read(path, limit);
   }
 
   async list(dir: string): Promise<string[]> {

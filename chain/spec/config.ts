@@ -50,12 +50,21 @@ export function configVersion(raw: ConfigObject): string {
   return v;
 }
 
+/**
+ * The longest network name: it names store directories and, with the container id and ifname,
+ * cache files, which a file system caps at 255 bytes (past that, ENAMETOOLONG mid-ADD).
+ */
+export const MAX_NAME_LENGTH = 128;
+
 /** Checks the common fields of one plugin's stdin (SPEC.md "Network configuration"). */
 export function parseNetConf(raw: ConfigObject): NetConf {
   const cniVersion = configVersion(raw);
   const { name, type } = raw;
   if (name !== undefined && (typeof name !== "string" || !ID_PATTERN.test(name))) {
     throw invalidConfig("name", "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*", name);
+  }
+  if (typeof name === "string" && name.length > MAX_NAME_LENGTH) {
+    throw invalidConfig("name", `is longer than ${MAX_NAME_LENGTH} characters`, name);
   }
   if (typeof type !== "string" || type === "") {
     throw invalidConfig("type", "is required and must be a string", type);
@@ -213,7 +222,8 @@ export function checkConflist(
           value: entry.cniVersion,
         });
       }
-      if (version) problems.push(...check(entry, path, version));
+      // A loop, not push(...list): a list of a million problems would overflow the stack.
+      if (version) { for (const p of check(entry, path, version)) problems.push(p); }
     });
   }
   if (problems.length || !version) return { problems };

@@ -54,6 +54,22 @@ export function parseCniArgs(text: string): [string, string][] {
   });
 }
 
+/**
+ * Deno.env.get for the CNI boundary. Deno throws InvalidData for a value that
+ * is not UTF-8: that is the caller's bad variable (code 4, named), not an
+ * internal error.
+ */
+export function processEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch (err) {
+    if (err instanceof Deno.errors.InvalidData) {
+      throw new CniError(ErrorCode.InvalidEnv, `${name}: is not valid UTF-8`);
+    }
+    throw err;
+  }
+}
+
 /** Reads and validates the CNI variables from `get` (Deno.env.get, or a test's map). */
 export function parseEnv(get: (name: string) => string | undefined): CniEnv {
   const command = get("CNI_COMMAND");

@@ -9,11 +9,18 @@ import { type ConfigObject, isObject, type Problem } from "./config.ts";
 import type { Dns, Route } from "./types.ts";
 import { type Cidr, formatCidr, formatIp, type Ip, parseCidr, parseIp, unmapV4 } from "../ip.ts";
 
-/** Problems found so far, each with the JSON path of its field. */
+/**
+ * Problems one config may report: a hostile list of a million bad entries would otherwise
+ * hold a million problems in memory (hundreds of MiB) to report the first.
+ */
+export const MAX_PROBLEMS = 100;
+
+/** Problems found so far (the first {@linkcode MAX_PROBLEMS}), each with the JSON path of its field. */
 export class Findings {
   readonly problems: Problem[] = [];
 
   add(path: string, message: string, value?: unknown): void {
+    if (this.problems.length >= MAX_PROBLEMS) return;
     this.problems.push(value === undefined ? { path, message } : { path, message, value });
   }
 
@@ -63,6 +70,7 @@ const ROUTE_NUMBERS = ["mtu", "advmss", "priority", "table", "scope"] as const;
 /** `routes`: `[{dst, gw?, ...}]`, addresses written the canonical way (as Go prints them). */
 export function readRoutes(f: Findings, value: unknown, path: string): Route[] {
   const routes: Route[] = [];
+  const keys = new Set<string>();
   readList(f, value, path).forEach((item, i) => {
     const at = `${path}[${i}]`;
     if (!isObject(item)) return f.add(at, "must be an object", item);
@@ -83,6 +91,10 @@ export function readRoutes(f: Findings, value: unknown, path: string): Route[] {
         f.add(`${at}.${key}`, "must be a non-negative integer", n);
       } else route[key] = n;
     }
+    // The kernel holds one route per destination, table and priority (a second is EEXIST).
+    const key = `${route.dst} ${route.table} ${route.priority}`;
+    if (keys.has(key)) return f.add(at, "repeats an earlier route to the same dst", o.dst);
+    keys.add(key);
     routes.push(route);
   });
   return routes;

@@ -18,8 +18,9 @@ import {
 import { encodeResult, parseResult } from "../../spec/result.ts";
 import type { Result } from "../../spec/types.ts";
 import {
-  addChain,
+  addSteps,
   type ChainRun,
+  checkAdd,
   checkChain,
   delChain,
   gcChain,
@@ -27,11 +28,18 @@ import {
 } from "../../runner.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
-import { fileExists } from "../../system.ts";
+import { fileExists, isTempName, removeWithTemps } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
+import { shortHash } from "../../hash.ts";
 
 export const DEFAULT_STATE_DIR = "/var/lib/cni/cnichain";
 export const CHAIN_TYPE = "cnichain";
+
+/**
+ * Attachments share this many lock files (by a hash of the attachment), so that the files stay
+ * few however many attachments come and go, and a DEL leaves none behind.
+ */
+const ATTACHMENT_LOCKS = 64;
 
 interface ChainConfig {
   chain: Conflist;
@@ -58,7 +66,7 @@ export function chainProblems(
     }
     return check(e, path, v);
   }, prefix);
-  problems.push(...listProblems);
+  for (const p of listProblems) problems.push(p); // push(...) overflows on a huge list
   for (const key of ["stateDir", "logFile"] as const) {
     if (entry[key] === undefined) continue;
     const problem = pathProblem(entry[key]);
@@ -117,6 +125,34 @@ export function chainPlugin(check: EntryCheck): Plugin {
     }
   }
 
+  /**
+   * Runs `fn` holding the lock of the invocation's attachment. The spec tells runtimes never to
+   * run two operations on one attachment at once, but one that does (a DEL retried while a slow
+   * ADD still runs) must get one after the other, not the steps of both interleaved.
+   */
+  async function serialised<T>(inv: Invocation, cfg: ChainConfig, fn: () => Promise<T>) {
+    if (inv.system.kind !== "real") return await fn(); // it changes nothing, so it needs no lock
+    const attachment = `${cfg.chain.name}\0${inv.env.containerId}\0${inv.env.ifname}`;
+    const stripe = parseInt(shortHash(attachment).slice(-8), 16) % ATTACHMENT_LOCKS;
+    await inv.system.files.mkdir(`${cfg.stateDir}/locks`, 0o700);
+    return await inv.system.files.withLock(`${cfg.stateDir}/locks/attachment.${stripe}.lock`, fn);
+  }
+
+  /**
+   * {@linkcode withRun} for a verb on one attachment (ADD, DEL, CHECK): `check` first, then
+   * `body` under the attachment's lock, so that a refused call writes nothing, not even the lock.
+   */
+  function withAttachment<T>(
+    inv: Invocation,
+    check: ((run: ChainRun) => Promise<void>) | undefined,
+    body: (cfg: ChainConfig, run: ChainRun) => Promise<T>,
+  ): Promise<T> {
+    return withRun(inv, async (cfg, run) => {
+      await check?.(run);
+      return await serialised(inv, cfg, () => body(cfg, run));
+    });
+  }
+
   /** Runs `body` with the nested chain, logging to the configured file. */
   async function withRun<T>(
     inv: Invocation,
@@ -163,7 +199,7 @@ export function chainPlugin(check: EntryCheck): Plugin {
     validate: (entry, path, version) => chainProblems(entry, `${path}.`, version, check),
 
     add: (inv) =>
-      withRun(inv, async (cfg, run) => {
+      withAttachment(inv, checkAdd, async (cfg, run) => {
         // The runtime must DEL before it ADDs the same attachment again; refusing here keeps the
         // steps from tearing down the attachment that exists while they roll back.
         if (
@@ -176,7 +212,7 @@ export function chainPlugin(check: EntryCheck): Plugin {
             } already exists: DEL it first`,
           );
         }
-        const result = (await addChain(run)) ?? { cniVersion: cfg.chain.cniVersion };
+        const result = (await addSteps(run)) ?? { cniVersion: cfg.chain.cniVersion };
         const cache = {
           kind: "cnichainResultV1",
           networkName: cfg.chain.name,
@@ -206,14 +242,18 @@ export function chainPlugin(check: EntryCheck): Plugin {
       }),
 
     del: (inv) =>
-      withRun(inv, async (cfg, run) => {
+      withAttachment(inv, undefined, async (cfg, run) => {
         run.prevResult ??= await readCache(inv, cfg);
         await delChain(run);
-        await inv.system.files.remove(cachePath(cfg, inv.env.containerId, inv.env.ifname));
+        // With the temporary copy an ADD killed while saving it left behind.
+        await removeWithTemps(
+          inv.system.files,
+          cachePath(cfg, inv.env.containerId, inv.env.ifname),
+        );
       }),
 
     check: (inv) =>
-      withRun(inv, async (cfg, run) => {
+      withAttachment(inv, undefined, async (cfg, run) => {
         run.prevResult ??= await readCache(inv, cfg);
         await checkChain(run);
       }),
@@ -231,7 +271,9 @@ export function chainPlugin(check: EntryCheck): Plugin {
         const keep = new Set(inv.validAttachments.map((a) => `${a.containerID}\0${a.ifname}`));
         const dir = `${cfg.stateDir}/results`;
         for (const file of await inv.system.files.list(dir)) {
-          if (!file.startsWith(`${cfg.chain.name}-`)) continue;
+          // A killed writer's temporary copy: whole, or (killed mid-write) naming no network.
+          const temp = isTempName(file);
+          if (!file.startsWith(temp ? `.${cfg.chain.name}-` : `${cfg.chain.name}-`)) continue;
           const bytes = await inv.system.files.read(`${dir}/${file}`);
           let saved: unknown;
           try {
@@ -239,8 +281,9 @@ export function chainPlugin(check: EntryCheck): Plugin {
           } catch {
             saved = undefined;
           }
-          if (!isObject(saved) || saved.networkName !== cfg.chain.name) continue;
-          if (!keep.has(`${saved.containerId}\0${saved.ifName}`)) {
+          const network = isObject(saved) ? saved.networkName : undefined;
+          if (network === undefined ? !temp : network !== cfg.chain.name) continue;
+          if (!isObject(saved) || !keep.has(`${saved.containerId}\0${saved.ifName}`)) {
             await inv.system.files.remove(`${dir}/${file}`);
           }
         }

@@ -127,10 +127,22 @@ function overlap(a: AddressRange, b: AddressRange): boolean {
     compareIp(b.start, a.end) <= 0;
 }
 
+/**
+ * Range sets one config may hold (one address is taken from each) and ranges one set may hold
+ * (README "Limits and errors"): every range is checked against every other, so a hostile list
+ * of thousands would take minutes.
+ */
+export const MAX_RANGE_SETS = 16;
+export const MAX_RANGES_PER_SET = 256;
+
 /** Reads a list of range objects (one range set). */
 function readRangeSet(f: Findings, value: unknown, path: string): RangeSet | undefined {
   if (!Array.isArray(value) || value.length === 0) {
     f.add(path, "must be a non-empty list of ranges", value);
+    return undefined;
+  }
+  if (value.length > MAX_RANGES_PER_SET) {
+    f.add(path, `may hold at most ${MAX_RANGES_PER_SET} ranges (got ${value.length})`);
     return undefined;
   }
   const ranges: AddressRange[] = [];
@@ -170,6 +182,10 @@ function readRangeSet(f: Findings, value: unknown, path: string): RangeSet | und
 /** Reads a list of range sets (`ranges`, or the `ipRanges` capability). */
 function readRangeSets(f: Findings, value: unknown, path: string): RangeSet[] {
   const sets: RangeSet[] = [];
+  if (Array.isArray(value) && value.length > MAX_RANGE_SETS) {
+    f.add(path, `may hold at most ${MAX_RANGE_SETS} range sets (got ${value.length})`);
+    return sets;
+  }
   readList(f, value, path).forEach((item, i) => {
     const set = readRangeSet(f, item, `${path}[${i}]`);
     if (set) sets.push(set);

@@ -9,7 +9,7 @@
  * comment names its attachment: DEL needs no prevResult, GC needs no state.
  */
 import { CniError, ErrorCode, invalidConfig, quote } from "../../spec/errors.ts";
-import { type ConfigObject, isObject, type Problem } from "../../spec/config.ts";
+import { type ConfigObject, isObject, pathProblem, type Problem } from "../../spec/config.ts";
 import { Findings } from "../../spec/fields.ts";
 import type { Result } from "../../spec/types.ts";
 import { type Family, formatCidr, formatIp, networkOf, parseCidr, parseIp } from "../../ip.ts";
@@ -34,6 +34,12 @@ export const PORTMAP_TYPE = "portmap";
 export const PORT_TAKEN = 101;
 
 const PROTOCOLS = ["tcp", "udp", "sctp"];
+
+/**
+ * Port mappings one attachment may ask for (README "Limits and errors"): far
+ * beyond any pod's, and it keeps a hostile list from becoming one huge nftables batch.
+ */
+export const MAX_PORT_MAPPINGS = 4096;
 
 interface Mapping {
   hostPort: number;
@@ -61,6 +67,10 @@ function readMappings(f: Findings, raw: unknown, path: string): Mapping[] {
   if (raw === undefined || raw === null) return [];
   if (!Array.isArray(raw)) {
     f.add(path, "must be a list", raw);
+    return [];
+  }
+  if (raw.length > MAX_PORT_MAPPINGS) {
+    f.add(path, `may hold at most ${MAX_PORT_MAPPINGS} mappings (got ${raw.length})`);
     return [];
   }
   return raw.flatMap((m, i) => {
@@ -105,12 +115,9 @@ function read(
     }
   }
   if (raw.stateDir !== undefined) {
-    if (
-      typeof raw.stateDir !== "string" || !raw.stateDir.startsWith("/") ||
-      raw.stateDir.split("/").includes("..")
-    ) {
-      f.add(`${prefix}stateDir`, "must be an absolute path without .. segments", raw.stateDir);
-    } else cfg.stateDir = raw.stateDir;
+    const problem = pathProblem(raw.stateDir);
+    if (problem) f.add(`${prefix}stateDir`, problem, raw.stateDir);
+    else cfg.stateDir = raw.stateDir as string;
   }
   const runtime = isObject(raw.runtimeConfig) ? raw.runtimeConfig : {};
   cfg.mappings = readMappings(f, runtime.portMappings, `${prefix}runtimeConfig.portMappings`);

@@ -131,6 +131,13 @@ function parseStatic(inv: Invocation): StaticConfig {
   } else if (runtimeIps !== undefined && runtimeIps !== null) {
     listAddresses(runtimeIps, "runtimeConfig.ips");
   }
+  // The kernel refuses an address twice (EEXIST) once the interface exists: refuse it here.
+  const seen = new Set<string>();
+  for (const a of cfg.addresses) {
+    const ip = formatIp(a.cidr.ip);
+    if (seen.has(ip)) throw invalidConfig("ipam.addresses", "holds an address twice", ip);
+    seen.add(ip);
+  }
   if (!atLeast(conf.cniVersion, "0.3.0")) {
     for (const family of [4, 6]) {
       if (cfg.addresses.filter((a) => a.cidr.ip.family === family).length > 1) {
