@@ -28,6 +28,8 @@ export const DEFAULT_BIN_DIR = "/opt/cni/bin";
 export const DEFAULT_DENO = "/opt/cnichain/deno";
 export const DEFAULT_CONF_DIR = "/etc/cni/net.d";
 export const DEFAULT_POLICY_FILE = "/etc/cni/cnichain/policies.json";
+/** The kubeconfig the policy step reads on the node (it runs on the host, with no service account). */
+export const DEFAULT_PLUGIN_KUBECONFIG = "/etc/cni/cnichain/kubeconfig.json";
 export const CONFLIST_NAME = "10-cnichain.conflist";
 const PROGRAM_NAME = "cnichain";
 
@@ -59,6 +61,10 @@ Kubernetes (the DaemonSet's init container):
   --cluster-cidr CIDRS comma-separated cluster CIDRs never masqueraded (ipMasqExclude)
   --policy-file PATH   the node's policy file named in the conflist
                        (default ${DEFAULT_POLICY_FILE})
+  --plugin-kubeconfig PATH
+                       the JSON kubeconfig written for the policy step on the node (mode
+                       0600: the API server, its CA and this account's token), named in the
+                       conflist's policy step (default ${DEFAULT_PLUGIN_KUBECONFIG})
   --policy-source FILE policies to copy to the policy file (checked first); without it an
                        empty list [] is written if no policy file exists yet
   --timeout SECONDS    for each API request (default ${DEFAULT_TIMEOUT_MS / 1000})`;
@@ -94,6 +100,7 @@ interface Options {
   clusterCidrs: string[];
   policyFile: string;
   policySource?: string;
+  pluginKubeconfig: string;
   timeoutMs: number;
 }
 
@@ -107,7 +114,16 @@ function parseOptions(values: Record<string, string | boolean | undefined>, io: 
   const str = (name: string) => values[name] as string | undefined;
   const kubernetes = values.kubernetes === true;
   if (!kubernetes) {
-    for (const name of ["node", "kubeconfig", "cluster-cidr", "policy-file", "policy-source"]) {
+    for (
+      const name of [
+        "node",
+        "kubeconfig",
+        "cluster-cidr",
+        "policy-file",
+        "policy-source",
+        "plugin-kubeconfig",
+      ]
+    ) {
       if (values[name] !== undefined) throw new UsageError(`--${name} needs --kubernetes`);
     }
   } else if (values.conflist !== undefined) {
@@ -171,6 +187,10 @@ function parseOptions(values: Record<string, string | boolean | undefined>, io: 
     clusterCidrs,
     policyFile: absolute("policy-file", str("policy-file") ?? DEFAULT_POLICY_FILE),
     policySource: str("policy-source"),
+    pluginKubeconfig: absolute(
+      "plugin-kubeconfig",
+      str("plugin-kubeconfig") ?? DEFAULT_PLUGIN_KUBECONFIG,
+    ),
     timeoutMs: timeout * 1000,
   };
   return opts;
@@ -238,6 +258,7 @@ export function nodeConflist(
   cidrs: string[],
   clusterCidrs: string[],
   policyFile: string,
+  pluginKubeconfig?: string,
 ): Record<string, unknown> {
   const families = [...new Set(cidrs.map((c) => familyOf(c)))];
   return {
@@ -262,7 +283,11 @@ export function nodeConflist(
           },
         },
         { type: "portmap", capabilities: { portMappings: true }, snat: true },
-        { type: "policy", policyFile },
+        {
+          type: "policy",
+          policyFile,
+          ...(pluginKubeconfig ? { kubernetes: { kubeconfig: pluginKubeconfig } } : {}),
+        },
       ],
     }],
   };
@@ -304,10 +329,40 @@ function existingConfs(dir: string): string[] {
   }
 }
 
-async function fetchNodeCidrs(o: Options): Promise<string[]> {
-  const cfg: KubeConfig = o.kubeconfig
-    ? kubeconfigFile(o.kubeconfig)
-    : inClusterConfig((n) => Deno.env.get(n));
+/**
+ * A flattened JSON kubeconfig holding `cfg` (server, CA, token or client
+ * certificate inline), for the policy step, which runs on the host.
+ */
+export function pluginKubeconfig(cfg: KubeConfig): Uint8Array {
+  const b64 = (text: string) => {
+    const bytes = new TextEncoder().encode(text);
+    let bin = "";
+    for (const b of bytes) bin += String.fromCharCode(b);
+    return btoa(bin);
+  };
+  const user: Record<string, string> = {};
+  if (cfg.token) user.token = cfg.token;
+  if (cfg.clientCert) {
+    user["client-certificate-data"] = b64(cfg.clientCert.cert);
+    user["client-key-data"] = b64(cfg.clientCert.key);
+  }
+  return jsonBytes({
+    apiVersion: "v1",
+    kind: "Config",
+    "current-context": "cnichain",
+    clusters: [{
+      name: "cluster",
+      cluster: {
+        server: cfg.server,
+        ...(cfg.caPem ? { "certificate-authority-data": b64(cfg.caPem) } : {}),
+      },
+    }],
+    users: [{ name: "cnichain", user }],
+    contexts: [{ name: "cnichain", context: { cluster: "cluster", user: "cnichain" } }],
+  });
+}
+
+async function fetchNodeCidrs(o: Options, cfg: KubeConfig): Promise<string[]> {
   const client = new KubeClient(cfg, { timeoutMs: o.timeoutMs });
   try {
     const node = await client.getNode(o.node!);
@@ -366,11 +421,22 @@ async function plan(o: Options): Promise<Step[]> {
   let conflist: Uint8Array;
   let policyFile: string | undefined;
   if (o.kubernetes) {
-    const cidrs = await fetchNodeCidrs(o);
-    const doc = nodeConflist(cidrs, o.clusterCidrs, o.policyFile);
+    const cfg: KubeConfig = o.kubeconfig
+      ? kubeconfigFile(o.kubeconfig)
+      : inClusterConfig((n) => Deno.env.get(n));
+    const cidrs = await fetchNodeCidrs(o, cfg);
+    const doc = nodeConflist(cidrs, o.clusterCidrs, o.policyFile, o.pluginKubeconfig);
     checked(doc, `the conflist for node ${quote(o.node)}`);
     conflist = jsonBytes(doc);
     policyFile = o.policyFile;
+    // Written every time: the account's token rotates, and a re-run is how the node gets the new one.
+    steps.push({
+      kind: "file",
+      path: under(o.root, o.pluginKubeconfig),
+      data: pluginKubeconfig(cfg),
+      mode: 0o600,
+      note: `the policy step's access to ${cfg.server}`,
+    });
   } else if (o.conflist) {
     const bytes = readFile(o.conflist, "--conflist");
     let doc: unknown;
@@ -558,6 +624,7 @@ export async function runInstall(args: string[], io: InstallIo): Promise<number>
         "cluster-cidr": { type: "string" },
         "policy-file": { type: "string" },
         "policy-source": { type: "string" },
+        "plugin-kubeconfig": { type: "string" },
         timeout: { type: "string" },
         help: { type: "boolean", short: "h" },
       },

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { BUNDLE, ROOT, runProgram } from "../test/helpers.ts";
 import { SUPPORTED_VERSIONS } from "./spec/version.ts";
+import { kubeconfigFile } from "./kube.ts";
 
 const PROGRAM_BODY = (() => {
   const text = Deno.readTextFileSync(BUNDLE);
@@ -472,6 +473,7 @@ Deno.test("install --kubernetes: single-stack node, CA file, cluster CIDR exclud
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(api.requests, ["GET /api/v1/nodes/node-v4"]);
     assert.deepEqual(tree(root).filter((p) => !p.endsWith("/")), [
+      "/etc/cni/cnichain/kubeconfig.json",
       "/etc/cni/cnichain/policies.json",
       "/etc/cni/net.d/10-cnichain.conflist",
       "/opt/cni/bin/cnichain",
@@ -498,8 +500,19 @@ Deno.test("install --kubernetes: single-stack node, CA file, cluster CIDR exclud
       capabilities: { portMappings: true },
       snat: true,
     });
-    assert.deepEqual(policy, { type: "policy", policyFile: "/etc/cni/cnichain/policies.json" });
+    assert.deepEqual(policy, {
+      type: "policy",
+      policyFile: "/etc/cni/cnichain/policies.json",
+      kubernetes: { kubeconfig: "/etc/cni/cnichain/kubeconfig.json" },
+    });
     assert.equal(await Deno.readTextFile(`${root}/etc/cni/cnichain/policies.json`), "[]\n");
+    // The policy step's own kubeconfig: flattened (CA inline), readable by root only.
+    const pluginKc = `${root}/etc/cni/cnichain/kubeconfig.json`;
+    assert.equal(mode(pluginKc), 0o600);
+    const kc = kubeconfigFile(pluginKc);
+    assert.equal(kc.server, api.url);
+    assert.equal(kc.token, TOKEN);
+    assert.match(kc.caPem ?? "", /BEGIN CERTIFICATE/);
 
     const v = await runProgram(BUNDLE, { args: ["validate", file] });
     assert.equal(v.code, 0, v.stdout);

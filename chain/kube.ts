@@ -2,8 +2,8 @@
  * A minimal Kubernetes API client: in-cluster config (the pod's service
  * account) or a JSON kubeconfig, bearer tokens or client certificates, a
  * custom CA through `Deno.createHttpClient`, a timeout on every request, and
- * errors that name the URL and the status. Only `get` (one object) exists now;
- * `list` and `watch` belong beside it, on the same `request()`.
+ * errors that name the URL and the status. `get` (one object) is here; `list`
+ * and `watch` (chain/kube_watch.ts) are built on the same `request()`.
  */
 import { quote } from "./spec/errors.ts";
 import { isObject } from "./spec/config.ts";
@@ -199,25 +199,49 @@ export class KubeClient {
     method: string,
     path: string,
     perm: { verb: string; resource: string },
+    opts: { stream?: boolean; signal?: AbortSignal } = {},
   ): Promise<Response> {
     const url = this.#cfg.server + path;
     const headers: Record<string, string> = { Accept: "application/json" };
     if (this.#cfg.token) headers.Authorization = `Bearer ${this.#cfg.token}`;
+    // A stream (a watch) may stay open for minutes: the timeout then covers the headers only.
+    const timer = new AbortController();
+    const timeout = setTimeout(
+      () => timer.abort(new DOMException("timeout", "TimeoutError")),
+      this.#timeoutMs,
+    );
+    Deno.unrefTimer(timeout);
+    const signal = opts.signal ? AbortSignal.any([timer.signal, opts.signal]) : timer.signal;
     let res: Response;
     try {
       res = await fetch(url, {
         method,
         headers,
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal,
         ...(this.#http ? { client: this.#http } : {}),
       });
     } catch (err) {
-      const why = err instanceof DOMException && err.name === "TimeoutError"
+      clearTimeout(timeout);
+      const why = timer.signal.aborted
         ? `no answer within ${this.#timeoutMs / 1000} s`
         : err instanceof Error
         ? detail(err)
         : String(err);
       throw new KubeError(`${method} ${url}: ${why}`, url);
+    }
+    if (opts.stream) clearTimeout(timeout);
+    else {
+      // The body is read by the caller; the timer ends with it (or aborts a stalled one).
+      const body = res.body;
+      if (!body) clearTimeout(timeout);
+      else {
+        res = new Response(
+          body.pipeThrough(
+            new TransformStream({ flush: () => clearTimeout(timeout) }),
+          ),
+          res,
+        );
+      }
     }
     if (res.ok) return res;
     const body = await res.text().catch(() => "");

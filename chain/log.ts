@@ -43,6 +43,7 @@ export class FileLog {
           ...(this.level === "debug" ? { stdin: e.stdin } : {}),
         });
       },
+      warning: (text) => this.#write("info", { warning: text }),
     };
   }
 

@@ -30,6 +30,8 @@ export interface StepEnd extends StepStart {
 export interface Observer {
   stepStart?(event: StepStart): void;
   stepEnd?(event: StepEnd): void;
+  /** Something a step went on past that an operator should hear of (the log file keeps it). */
+  warning?(text: string): void;
 }
 
 /** Calls every observer given, so trace, log and plan can listen together. */
@@ -37,6 +39,7 @@ export function fanOut(...observers: Observer[]): Observer {
   return {
     stepStart: (e) => observers.forEach((o) => o.stepStart?.(e)),
     stepEnd: (e) => observers.forEach((o) => o.stepEnd?.(e)),
+    warning: (text) => observers.forEach((o) => o.warning?.(text)),
   };
 }
 

@@ -9,19 +9,35 @@ import { decodeObject, MAX_STDIN_BYTES, readBoundedSync } from "./spec/input.ts"
 import { parseIp } from "./ip.ts";
 import { realSystem } from "./system.ts";
 import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
-import { loadPolicies, readPolicyConfig, readRecords, syncPods } from "./plugins/policy/mod.ts";
+import {
+  loadPolicies,
+  type PolicyConfig,
+  readPolicyConfig,
+  readRecords,
+  syncPods,
+} from "./plugins/policy/mod.ts";
 import { type Endpoint, policyEngine } from "../policy-wasm/host.ts";
+import { inClusterConfig, KubeClient, kubeconfigFile } from "./kube.ts";
+import { describe, syncForever, syncOnce } from "./plugins/policy/kube_sync.ts";
 
 const HELP = `cnichain policy explain --from ADDR|NS/POD --to ADDR|NS/POD --port N[/tcp|udp|sctp]
                         --config CONFLIST [--family 4|6] [--json]
 cnichain policy sync --config CONFLIST
+cnichain policy sync --kubernetes --config CONFLIST [--kubeconfig PATH] [--node NAME] [--once]
 
 explain: the verdict for a flow and the policy and rule that decide it, for each side (the
 sender's egress, the receiver's ingress), from the policies of CONFLIST's policy step and the
 pods it has registered. The flow's address family comes from an end given by address, else
 --family, else IPv4 when both pods have an IPv4 address.
 sync: re-plans every registered pod of CONFLIST's network with the current policies (after
-policyFile changed) and re-installs each pod's rules.`;
+policyFile changed) and re-installs each pod's rules.
+sync --kubernetes: lists and watches NetworkPolicy, Pod and Namespace objects on the API server
+(with --kubeconfig, else the pod's service account, else the policy step's kubernetes.kubeconfig)
+and keeps this node's nftables in step until stopped: the registered pods' chains, and the
+selector sets of pod addresses (every pod's, this node's and others'). Each change is one atomic
+batch; the first re-applies everything. The policies are also written to the step's policyFile
+for the next ADD. --node (default $NODE_NAME) names this node, whose pods in the API are the
+registry's. --once lists, applies from scratch and exits.`;
 
 interface Io {
   stdout(text: string): void;
@@ -80,6 +96,10 @@ export async function runPolicyCli(args: string[], io: Io): Promise<number> {
         config: { type: "string" },
         family: { type: "string" },
         json: { type: "boolean" },
+        kubernetes: { type: "boolean" },
+        kubeconfig: { type: "string" },
+        node: { type: "string" },
+        once: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -101,6 +121,15 @@ export async function runPolicyCli(args: string[], io: Io): Promise<number> {
     }
     cfg.stateDir = step.stateDir;
     const system = realSystem();
+    if (sub === "sync" && o.kubernetes) {
+      return await kubernetesSync(system, cfg, step.network, o, io);
+    }
+    if (o.kubernetes || o.kubeconfig || o.once || o.node) {
+      throw new CniError(
+        ErrorCode.InvalidConfig,
+        "--kubeconfig, --node and --once go with policy sync --kubernetes",
+      );
+    }
     const policies = await loadPolicies(system, cfg);
     if (sub === "sync") {
       const n = await syncPods(system, cfg.stateDir, step.network, policies);
@@ -187,5 +216,58 @@ export async function runPolicyCli(args: string[], io: Io): Promise<number> {
     const msg = err instanceof Error ? err.message : String(err);
     io.stderr(`cnichain policy ${sub}: ${msg}`);
     return 2;
+  }
+}
+
+async function kubernetesSync(
+  system: ReturnType<typeof realSystem>,
+  cfg: PolicyConfig,
+  network: string,
+  o: { kubeconfig?: string; node?: string; once?: boolean },
+  io: Io,
+): Promise<number> {
+  const kube = o.kubeconfig
+    ? kubeconfigFile(o.kubeconfig)
+    : Deno.env.get("KUBERNETES_SERVICE_HOST")
+    ? inClusterConfig((n) => Deno.env.get(n))
+    : cfg.kubernetes
+    ? kubeconfigFile(cfg.kubernetes.kubeconfig)
+    : undefined;
+  if (!kube) {
+    throw new CniError(
+      ErrorCode.InvalidConfig,
+      "no API server: give --kubeconfig, run in a pod, or set the policy step's kubernetes.kubeconfig",
+    );
+  }
+  const client = new KubeClient(kube, { timeoutMs: 10_000 });
+  const log = (line: string) => io.stderr(`${new Date().toISOString()} ${line}`);
+  const opts = {
+    system,
+    stateDir: cfg.stateDir,
+    network,
+    ...(cfg.policyFile ? { policyFile: cfg.policyFile } : {}),
+    ...(o.node ?? Deno.env.get("NODE_NAME") ? { node: o.node ?? Deno.env.get("NODE_NAME") } : {}),
+    client,
+    log,
+  };
+  try {
+    if (o.once) {
+      io.stdout(describe(await syncOnce(opts), `applied from ${client.server}`));
+      return 0;
+    }
+    const stop = new AbortController();
+    const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+    const onSignal = () => stop.abort();
+    for (const s of signals) Deno.addSignalListener(s, onSignal);
+    log(`policy sync: watching ${client.server} for network ${quote(network)}`);
+    try {
+      await syncForever({ ...opts, signal: stop.signal });
+    } finally {
+      for (const s of signals) Deno.removeSignalListener(s, onSignal);
+    }
+    log("policy sync: stopped");
+    return 0;
+  } finally {
+    client.close();
   }
 }

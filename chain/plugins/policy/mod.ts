@@ -5,20 +5,24 @@
  * state directory, asks the engine for the pod's plan and installs it in one
  * batch before the result is returned. DEL, GC and CHECK work from that
  * registry; `cnichain policy sync` re-applies changed policies to every pod.
+ * With `kubernetes`, ADD reads the pod's and its namespace's labels from the
+ * API server (kube_pod.ts) and `cnichain policy sync --kubernetes` keeps
+ * everything in step with the API (kube_sync.ts).
  */
 import { CniError, ErrorCode, invalidConfig, quote } from "../../spec/errors.ts";
 import { type ConfigObject, isObject, pathProblem, type Problem } from "../../spec/config.ts";
-import { decodeJson } from "../../spec/input.ts";
+import { decodeJson, MAX_STDIN_BYTES } from "../../spec/input.ts";
 import type { Result } from "../../spec/types.ts";
 import { formatIp, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import { fileExists, type System } from "../../system.ts";
+import { fileExists, listSwept, type System } from "../../system.ts";
 import { DEFAULT_STATE_DIR } from "../cnichain/mod.ts";
 import { shortHash } from "../../hash.ts";
 import {
   attachmentTag,
   deleteLines,
   locked,
+  networkTag,
   readTable,
   retireLines,
   TABLE,
@@ -30,6 +34,7 @@ import {
   PolicyProblems,
 } from "../../../policy-wasm/host.ts";
 import { type PodChains, podLines, POLICY_MAPS, SELECTOR_SET } from "./rules.ts";
+import { DEFAULT_API_TIMEOUT_MS, fetchPodLabels, type KubernetesConfig } from "./kube_pod.ts";
 
 export const POLICY_TYPE = "policy";
 
@@ -37,6 +42,8 @@ export interface PolicyConfig {
   policies?: unknown[];
   policyFile?: string;
   stateDir: string;
+  /** Labels from the API server (the pod's and its namespace's) on ADD. */
+  kubernetes?: KubernetesConfig;
 }
 
 /** What the registry keeps per pod: enough for DEL, GC, CHECK, sync and explain. */
@@ -48,6 +55,60 @@ export interface PodRecord {
   identity: Identity;
   chains: PodChains;
   memberOf: string[];
+  /** The labels the runtime gave (args.cni.labels): they win over the API's when sync relabels. */
+  runtimeLabels?: Record<string, string>;
+}
+
+function readKubernetes(
+  raw: unknown,
+  path: string,
+  problems: Problem[],
+): KubernetesConfig | undefined {
+  if (!isObject(raw)) {
+    problems.push({
+      path,
+      message: "must be an object {kubeconfig, timeoutMs?, apiUnavailable?}",
+      value: raw,
+    });
+    return undefined;
+  }
+  const known = ["kubeconfig", "timeoutMs", "apiUnavailable"];
+  for (const key of Object.keys(raw)) {
+    if (!known.includes(key)) {
+      problems.push({ path: `${path}.${key}`, message: `is not a field (${known.join(", ")})` });
+    }
+  }
+  const cfg: KubernetesConfig = {
+    kubeconfig: "",
+    timeoutMs: DEFAULT_API_TIMEOUT_MS,
+    apiUnavailable: "deny",
+  };
+  const problem = raw.kubeconfig === undefined
+    ? "is required: the JSON kubeconfig the plugin reads the API server with"
+    : pathProblem(raw.kubeconfig);
+  if (problem) {
+    problems.push({ path: `${path}.kubeconfig`, message: problem, value: raw.kubeconfig });
+  } else cfg.kubeconfig = raw.kubeconfig as string;
+  if (raw.timeoutMs !== undefined) {
+    const t = raw.timeoutMs;
+    if (typeof t !== "number" || !Number.isInteger(t) || t < 1 || t > 60_000) {
+      problems.push({
+        path: `${path}.timeoutMs`,
+        message: "must be a whole number of milliseconds from 1 to 60000",
+        value: t,
+      });
+    } else cfg.timeoutMs = t;
+  }
+  if (raw.apiUnavailable !== undefined) {
+    if (raw.apiUnavailable !== "deny" && raw.apiUnavailable !== "allow") {
+      problems.push({
+        path: `${path}.apiUnavailable`,
+        message: 'must be "deny" or "allow"',
+        value: raw.apiUnavailable,
+      });
+    } else cfg.apiUnavailable = raw.apiUnavailable;
+  }
+  return cfg;
 }
 
 export function readPolicyConfig(
@@ -79,6 +140,9 @@ export function readPolicyConfig(
       problems.push({ path: `${prefix}stateDir`, message: problem, value: raw.stateDir });
     } else cfg.stateDir = raw.stateDir as string;
   }
+  if (raw.kubernetes !== undefined) {
+    cfg.kubernetes = readKubernetes(raw.kubernetes, `${prefix}kubernetes`, problems);
+  }
   if (cfg.policies) {
     for (const p of policyEngine().validate(cfg.policies)) {
       problems.push({ path: `${prefix}${p.path}`, message: p.message, value: p.value });
@@ -91,7 +155,13 @@ export function readPolicyConfig(
 export async function loadPolicies(system: System, cfg: PolicyConfig): Promise<unknown[]> {
   if (cfg.policies) return cfg.policies;
   if (!cfg.policyFile) return [];
-  const bytes = await system.files.read(cfg.policyFile);
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await system.files.read(cfg.policyFile, MAX_STDIN_BYTES);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw invalidConfig("policyFile", `cannot be read: ${why}`, cfg.policyFile);
+  }
   if (bytes === undefined) {
     throw invalidConfig("policyFile", "cannot be read: no such file", cfg.policyFile);
   }
@@ -119,21 +189,38 @@ function parse(inv: Invocation): PolicyConfig {
   return cfg;
 }
 
-/** The pod as policies see it: labels from args.cni.labels, namespace and name from CNI_ARGS, addresses from prevResult. */
-function identityOf(inv: Invocation, prev: Result): Identity {
+/** The pod's labels from `args.cni.labels`; a bad list is a problem at `prefix`args.cni.labels. */
+function readLabels(
+  args: unknown,
+  prefix: string,
+): { labels: Record<string, string>; problem?: Problem } {
   const labels: Record<string, string> = {};
-  const cni = isObject(inv.conf.args.cni) ? inv.conf.args.cni : {};
-  if (cni.labels !== undefined) {
-    if (!Array.isArray(cni.labels)) {
-      throw invalidConfig("args.cni.labels", "must be a list of {key, value}", cni.labels);
-    }
-    cni.labels.forEach((l, i) => {
-      if (!isObject(l) || typeof l.key !== "string" || typeof l.value !== "string") {
-        throw invalidConfig(`args.cni.labels[${i}]`, 'must be {"key": string, "value": string}', l);
-      }
-      labels[l.key] = l.value;
-    });
+  const cni = isObject(args) && isObject(args.cni) ? args.cni : {};
+  if (cni.labels === undefined) return { labels };
+  if (!Array.isArray(cni.labels)) {
+    const path = `${prefix}args.cni.labels`;
+    return {
+      labels,
+      problem: { path, message: "must be a list of {key, value}", value: cni.labels },
+    };
   }
+  for (const [i, l] of cni.labels.entries()) {
+    if (!isObject(l) || typeof l.key !== "string" || typeof l.value !== "string") {
+      const path = `${prefix}args.cni.labels[${i}]`;
+      return {
+        labels,
+        problem: { path, message: 'must be {"key": string, "value": string}', value: l },
+      };
+    }
+    labels[l.key] = l.value;
+  }
+  return { labels };
+}
+
+/** The pod as policies see it: labels from args.cni.labels, namespace and name from CNI_ARGS, addresses from prevResult. */
+function identityOf(inv: Invocation, prev: Result): Identity & { runtimeGiven: boolean } {
+  const { labels, problem } = readLabels(inv.conf.args, "");
+  if (problem) throw invalidConfig(problem.path, problem.message, problem.value);
   const arg = (k: string) => inv.env.argPairs.find(([key]) => key === k)?.[1];
   const namespace = arg("K8S_POD_NAMESPACE") || "default";
   const addresses: string[] = [];
@@ -149,7 +236,44 @@ function identityOf(inv: Invocation, prev: Result): Identity {
     labels,
     namespaceLabels: { "kubernetes.io/metadata.name": namespace },
     addresses,
+    runtimeGiven: Object.keys(labels).length > 0,
   };
+}
+
+/**
+ * The pod's and its namespace's labels from the API server, under the
+ * runtime's. When the server cannot answer: code 11 (the runtime retries the
+ * sandbox, and the chain rolls back what it did), or with `apiUnavailable:
+ * "allow"` a warning and the labels the step has.
+ */
+async function withApiLabels(
+  cfg: KubernetesConfig,
+  identity: Identity,
+  warn: (text: string) => void,
+): Promise<void> {
+  let got;
+  try {
+    got = await fetchPodLabels(cfg, identity.namespace, identity.name);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    if (cfg.apiUnavailable === "allow") {
+      warn(
+        `cnichain policy: warning: no labels from the API server for pod ${
+          quote(`${identity.namespace}/${identity.name}`)
+        } (${why}); going on with the runtime's labels (kubernetes.apiUnavailable is "allow")`,
+      );
+      return;
+    }
+    throw new CniError(
+      ErrorCode.TryAgainLater,
+      `cannot read the labels of pod ${
+        quote(`${identity.namespace}/${identity.name}`)
+      } from the API server: ${why}`,
+      'try again later; kubernetes.apiUnavailable "allow" would go on without them',
+    );
+  }
+  identity.labels = { ...got.labels, ...identity.labels };
+  identity.namespaceLabels = got.namespaceLabels;
 }
 
 export const registryDir = (stateDir: string) => `${stateDir}/policy/pods`;
@@ -203,18 +327,36 @@ async function install(
   plan: Plan,
   previous?: PodRecord,
 ): Promise<void> {
+  system.kernel.nft(installLines(system, record, plan, previous).join("\n"));
+  await writeRecord(system, stateDir, record, plan);
+}
+
+/** The commands that install `plan` for a pod (its part of one batch); see install(). */
+export function installLines(
+  system: System,
+  record: PodRecord,
+  plan: Plan,
+  previous?: PodRecord,
+): string[] {
   const leave: string[] = [];
   for (const set of previous?.memberOf.filter((s) => !plan.memberOf.includes(s)) ?? []) {
-    for (const address of record.identity.addresses) {
+    for (const address of previous!.identity.addresses) {
       const family = address.includes(":") ? 6 : 4;
       if (ownerOf(system, `${set}_${family}`, address) === record.tag) {
         leave.push(`delete element inet ${TABLE} ${set}_${family} { ${address} }`);
       }
     }
   }
-  system.kernel.nft(
-    [...podLines(plan, record.chains, record.identity.addresses, record.tag), ...leave].join("\n"),
-  );
+  return [...podLines(plan, record.chains, record.identity.addresses, record.tag), ...leave];
+}
+
+/** Puts a pod's record (with the sets `plan` makes it a member of) in the registry. */
+export async function writeRecord(
+  system: System,
+  stateDir: string,
+  record: PodRecord,
+  plan: Plan,
+): Promise<void> {
   await system.files.mkdir(registryDir(stateDir), 0o700);
   await system.files.writeAtomic(
     recordFile(stateDir, record.tag),
@@ -223,7 +365,7 @@ async function install(
   );
 }
 
-function ownerOf(system: System, set: string, key: string): string | undefined {
+export function ownerOf(system: System, set: string, key: string): string | undefined {
   const text = system.kernel.nftGet(`get element inet ${TABLE} ${set} { ${key} }`);
   return text === undefined ? undefined : /comment "([^"]*)"/.exec(text)?.[1] ?? "";
 }
@@ -256,36 +398,44 @@ function uninstallLines(system: System, record: PodRecord): string[] {
 
 /** Without pods left, the policy chain, maps and selector sets go (and the table if nothing else is in it). */
 async function retireIfUnused(system: System, stateDir: string): Promise<void> {
-  if ((await system.files.list(registryDir(stateDir))).length) return;
+  // Under the lock, so a temporary record seen here is a killed writer's: it must not keep the table.
+  if ((await listSwept(system.files, registryDir(stateDir))).length) return;
+  const lines = unusedLines(system);
+  if (lines.length) system.kernel.nft(lines.join("\n"));
+}
+
+/** The lines that retire the policy chains and sets, for when no pod is registered. */
+function unusedLines(system: System): string[] {
   const listing = readTable(system);
   const sets = [...listing.sets.keys()].filter((s) =>
     POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
   );
   const podChains = listing.chains.filter((c) => /^p[io]_[0-9a-f]+$/.test(c));
-  const lines = retireLines(listing, { chains: ["pol_forward", ...podChains], sets }, () => false);
-  if (lines.length) system.kernel.nft(lines.join("\n"));
+  return retireLines(listing, { chains: ["pol_forward", ...podChains], sets }, () => false);
+}
+
+/** Without a record (lost, or never written): a pod's rules by the comments and chain names its tag gives. */
+function untrackedLines(system: System, tag: string): string[] {
+  const listing = readTable(system);
+  const sets = [...listing.sets.keys()].filter((s) =>
+    POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
+  );
+  const lines = deleteLines(listing, sets, (c) => c === tag);
+  const h = shortHash(tag);
+  for (const chain of [`pi_${h}`, `po_${h}`]) {
+    if (listing.chains.includes(chain)) {
+      lines.push(`flush chain inet ${TABLE} ${chain}`, `delete chain inet ${TABLE} ${chain}`);
+    }
+  }
+  return lines;
 }
 
 async function removePod(system: System, stateDir: string, tag: string): Promise<void> {
   const file = recordFile(stateDir, tag);
   const bytes = await system.files.read(file);
-  let lines: string[];
-  if (bytes) {
-    lines = uninstallLines(system, JSON.parse(new TextDecoder().decode(bytes)) as PodRecord);
-  } else {
-    // No record (lost, or never written): go by the comments and the chain names the tag gives.
-    const listing = readTable(system);
-    const sets = [...listing.sets.keys()].filter((s) =>
-      POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
-    );
-    lines = deleteLines(listing, sets, (c) => c === tag);
-    const h = shortHash(tag);
-    for (const chain of [`pi_${h}`, `po_${h}`]) {
-      if (listing.chains.includes(chain)) {
-        lines.push(`flush chain inet ${TABLE} ${chain}`, `delete chain inet ${TABLE} ${chain}`);
-      }
-    }
-  }
+  const lines = bytes
+    ? uninstallLines(system, JSON.parse(new TextDecoder().decode(bytes)) as PodRecord)
+    : untrackedLines(system, tag);
   if (lines.length) system.kernel.nft(lines.join("\n"));
   await system.files.remove(file);
 }
@@ -300,12 +450,19 @@ async function add(inv: Invocation): Promise<Result> {
     throw invalidConfig("prevResult", "is required: policy runs chained after an interface plugin");
   }
   const policies = await loadPolicies(inv.system, cfg);
-  const identity = identityOf(inv, prev);
+  const { runtimeGiven, ...identity } = identityOf(inv, prev);
   if (!identity.addresses.length) {
     throw invalidConfig(
       "prevResult.ips",
       `has no address on the sandbox interface ${quote(inv.env.ifname)}`,
     );
+  }
+  const runtimeLabels = { ...identity.labels };
+  if (cfg.kubernetes) {
+    await withApiLabels(cfg.kubernetes, identity, (text) => {
+      console.error(text);
+      inv.context.observer.warning?.(text);
+    });
   }
   const plan = policyEngine().plan(policies, identity);
   ensureBridgeNetfilter(inv.system);
@@ -319,6 +476,7 @@ async function add(inv: Invocation): Promise<Result> {
     identity,
     chains: { ingress: `pi_${h}`, egress: `po_${h}` },
     memberOf: plan.memberOf,
+    ...(cfg.kubernetes && runtimeGiven ? { runtimeLabels } : {}),
   };
   await locked(inv.system, cfg.stateDir, async () => {
     // A record left by an earlier ADD of the same attachment (a crash before DEL) is replaced whole.
@@ -333,6 +491,16 @@ async function add(inv: Invocation): Promise<Result> {
 async function del(inv: Invocation): Promise<void> {
   const { cfg } = readPolicyConfigLenient(inv);
   const tag = tagOf(inv);
+  // No record and nothing of this pod's in the table: nothing to undo, and no reason to
+  // create the state directory and its lock (a rolled-back ADD leaves no trace), unless no pod
+  // is registered and the policy chains still stand: a DEL killed before it retired them left
+  // that to this one.
+  if (
+    (await inv.system.files.read(recordFile(cfg.stateDir, tag))) === undefined &&
+    untrackedLines(inv.system, tag).length === 0 &&
+    ((await inv.system.files.list(registryDir(cfg.stateDir))).length > 0 ||
+      unusedLines(inv.system).length === 0)
+  ) return;
   await locked(inv.system, cfg.stateDir, async () => {
     await removePod(inv.system, cfg.stateDir, tag);
     await retireIfUnused(inv.system, cfg.stateDir);
@@ -359,6 +527,17 @@ async function gc(inv: GcInvocation): Promise<void> {
         await removePod(inv.system, cfg.stateDir, record.tag);
       }
     }
+    // An ADD killed between its batch and its record left elements that no record names.
+    const listing = readTable(inv.system);
+    const prefix = `${networkTag(inv.conf.name)} `;
+    const orphans = new Set<string>();
+    for (const [set, elements] of listing.sets) {
+      if (!POLICY_MAPS.includes(set) && !SELECTOR_SET.test(set)) continue;
+      for (const { comment } of elements) {
+        if (comment?.startsWith(prefix) && !keep.has(comment)) orphans.add(comment);
+      }
+    }
+    for (const tag of orphans) await removePod(inv.system, cfg.stateDir, tag);
     await retireIfUnused(inv.system, cfg.stateDir);
   });
 }
@@ -428,7 +607,8 @@ export async function syncPods(
 export const policyPlugin: Plugin = {
   validate: (entry, path) => {
     try {
-      return readPolicyConfig(entry, `${path}.`).problems;
+      const problem = readLabels(entry.args, `${path}.`).problem;
+      return [...readPolicyConfig(entry, `${path}.`).problems, ...(problem ? [problem] : [])];
     } catch (err) {
       return [{
         path: `${path}`,
