@@ -555,6 +555,24 @@ export function counts(s: Snapshot): Record<keyof Snapshot, number> {
   >;
 }
 
+/** The `comment` anywhere inside an nftables JSON object (a set element, say). */
+export function nftComment(value: unknown): string | undefined {
+  if (Array.isArray(value)) {
+    for (const v of value) {
+      const c = nftComment(v);
+      if (c !== undefined) return c;
+    }
+  } else if (value && typeof value === "object") {
+    const obj = value as Record<string, unknown>;
+    if (typeof obj.comment === "string") return obj.comment;
+    for (const v of Object.values(obj)) {
+      const c = nftComment(v);
+      if (c !== undefined) return c;
+    }
+  }
+  return undefined;
+}
+
 /** Reads the links, addresses, routes and nftables objects of `netns`. */
 export async function snapshot(netns: string): Promise<Snapshot> {
   const [ls, as, rs, nft] = await Promise.all([

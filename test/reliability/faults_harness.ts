@@ -13,6 +13,7 @@ import {
   addresses,
   type Lab,
   links,
+  nftComment,
   nftRuleset,
   nftRulesetText,
   type Pod,
@@ -641,23 +642,6 @@ interface NftView {
   elements: { set: string; json: string; owner?: string }[];
 }
 
-function findComment(value: unknown): string | undefined {
-  if (Array.isArray(value)) {
-    for (const v of value) {
-      const c = findComment(v);
-      if (c !== undefined) return c;
-    }
-  } else if (value && typeof value === "object") {
-    const obj = value as Record<string, unknown>;
-    if (typeof obj.comment === "string") return obj.comment;
-    for (const v of Object.values(obj)) {
-      const c = findComment(v);
-      if (c !== undefined) return c;
-    }
-  }
-  return undefined;
-}
-
 async function readNft(host: string): Promise<NftView> {
   const view: NftView = { present: false, chains: [], elements: [] };
   for (const o of await nftRuleset(host)) {
@@ -667,7 +651,7 @@ async function readNft(host: string): Promise<NftView> {
     else if (kind === "chain") view.chains.push(String(body.name));
     else if (kind === "set" || kind === "map") {
       for (const e of (body.elem as unknown[] | undefined) ?? []) {
-        const comment = findComment(e);
+        const comment = nftComment(e);
         const [net, id] = (comment ?? "").split(" ");
         view.elements.push({
           set: String(body.name),

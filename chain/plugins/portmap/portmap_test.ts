@@ -26,6 +26,7 @@ import {
   link,
   links,
   MODE,
+  nftComment,
   nftRuleset,
   nftRulesetText,
   type Pod,
@@ -350,23 +351,6 @@ interface PmElement {
   comment?: string;
 }
 
-function findComment(value: unknown): string | undefined {
-  if (Array.isArray(value)) {
-    for (const v of value) {
-      const c = findComment(v);
-      if (c !== undefined) return c;
-    }
-  } else if (value && typeof value === "object") {
-    const obj = value as Record<string, unknown>;
-    if (typeof obj.comment === "string") return obj.comment;
-    for (const v of Object.values(obj)) {
-      const c = findComment(v);
-      if (c !== undefined) return c;
-    }
-  }
-  return undefined;
-}
-
 /** The nftables objects of cnichain's table in the host netns, by kind and name. */
 async function pmTable(lab: Lab): Promise<{ kind: string; name: string; elem: unknown[] }[]> {
   const out: { kind: string; name: string; elem: unknown[] }[] = [];
@@ -386,7 +370,7 @@ async function pmElements(lab: Lab): Promise<PmElement[]> {
     .filter((o) => o.kind !== "chain" && o.name.startsWith("pm_"))
     .flatMap((o) =>
       o.elem.map((e) => {
-        const comment = findComment(e);
+        const comment = nftComment(e);
         return {
           set: o.name,
           json: JSON.stringify(e),
