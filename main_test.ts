@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { BUNDLE, FakePlugins, listTree, runPlugin, runProgram } from "./test/helpers.ts";
+import { DatabaseSync } from "node:sqlite";
 import { SUPPORTED_VERSIONS } from "./chain/spec/version.ts";
 
 function chainConfig(
@@ -85,6 +86,31 @@ Deno.test("VERSION answers with an empty environment for every spec version", as
       }
     },
   });
+});
+
+Deno.test("a run leaves Deno a code cache of the whole program, so the next run compiles nothing", async () => {
+  // Deno writes the cache as the process winds down (not after Deno.exit()), and it holds only
+  // the functions compiled by then: all of them with the bundle's --no-lazy.
+  const denoDir = await Deno.makeTempDir({ prefix: "cnichain-denodir-" });
+  try {
+    const out = await runProgram(BUNDLE, {
+      env: { CNI_COMMAND: "VERSION", DENO_DIR: denoDir },
+      stdin: "{}",
+    });
+    assert.equal(out.code, 0, out.stderr);
+    const db = new DatabaseSync(`${denoDir}/v8_code_cache_v2`, { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT specifier, length(data) AS bytes FROM codecache").all();
+      const own = rows.find((r) => r.specifier === new URL(`file://${BUNDLE}`).href);
+      assert.ok(own, `no code cache entry for the program in ${JSON.stringify(rows)}`);
+      // A cache of the top level only is some tens of KiB; every function makes it hundreds.
+      assert.ok(Number(own.bytes) > 400_000, `the code cache holds ${own.bytes} bytes`);
+    } finally {
+      db.close();
+    }
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
 });
 
 Deno.test("plugin mode errors: right code, clear message, nothing written, no step run", async (t) => {

@@ -39,6 +39,13 @@ function tree(dir: string, prefix = ""): string[] {
   return out.sort();
 }
 
+const lstatOrUndefined = (path: string) => {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return undefined;
+  }
+};
 const mode = (path: string) => (Deno.statSync(path).mode ?? 0) & 0o7777;
 
 Deno.test("install: program, Deno and the default conflist; the installed program runs with no environment", async () => {
@@ -55,6 +62,13 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`wrote +${dir}/bin/cnichain \\(runs with ${dir}/rt/deno\\)`));
     assert.match(r.stdout, new RegExp(`wrote +${dir}/net.d/10-cnichain.conflist`));
+    // Deno before the program naming it; the conflist, which a runtime acts on, last.
+    const order = r.stdout.trim().split("\n").map((l) => l.split(/ +/)[1]);
+    assert.deepEqual([order[0], order[1], order.at(-1)], [
+      `${dir}/rt/deno`,
+      `${dir}/bin/cnichain`,
+      `${dir}/net.d/10-cnichain.conflist`,
+    ]);
     assert.deepEqual(tree(dir), [
       "/bin/",
       "/bin/cnichain",
@@ -67,7 +81,7 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     const program = await Deno.readTextFile(`${dir}/bin/cnichain`);
     assert.equal(
       program.slice(0, program.indexOf("\n")),
-      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run --allow-all --no-config --no-lock --quiet`,
+      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run --allow-all --no-config --no-lock --quiet --v8-flags=--no-lazy`,
     );
     assert.equal(program.slice(program.indexOf("\n")), PROGRAM_BODY);
     assert.equal(mode(`${dir}/bin/cnichain`), 0o755);
@@ -87,8 +101,14 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     assert.equal(v.code, 0, v.stderr);
     assert.deepEqual(v.json?.supportedVersions, [...SUPPORTED_VERSIONS]);
 
+    // What an install killed while copying Deno leaves (its process gone) goes with the next one.
+    const gone = new Deno.Command("true").spawn();
+    await gone.status;
+    const stale = `${dir}/rt/.deno.tmp-${gone.pid}-1f2e3d`;
+    Deno.writeFileSync(stale, new Uint8Array(1024));
     const again = await install(args);
     assert.equal(again.code, 0, again.stderr);
+    assert.equal(lstatOrUndefined(stale), undefined);
     assert.equal(again.stdout.split("\n").filter((l) => l.startsWith("unchanged")).length, 2);
     assert.match(again.stdout, /left +.*10-cnichain\.conflist: unchanged/);
   });
@@ -211,6 +231,10 @@ Deno.test("install: bad options name the option and value, exit 2 and write noth
       ],
       [["--kubernetes"], /needs the node's name: --node NAME or NODE_NAME/],
       [["--kubernetes", "--node", "n1", "--timeout", "soon"], /--timeout "soon"/],
+      // Deno copied over the program (or a link), or onto a directory, would break the install.
+      [["--deno", `${dir}/bin/cnichain`], /--deno ".*\/bin\/cnichain": is where the program/],
+      [["--link", "ptp", "--deno", `${dir}/bin/ptp`], /is where the program or one of its links/],
+      [["--deno", dir], /--deno ".*": is a directory/],
     ];
     for (const [extra, message] of cases) {
       const r = await install([...base, ...extra]);
