@@ -48,6 +48,8 @@ Options:
   --conflist FILE      install FILE (checked first) instead of the default conflist
   --link NAMES         comma-separated multi-call names to link to cnichain in BIN-DIR
                        (${multiCallNames(builtinRegistry()).join(", ")}); none by default
+  --policy-file PATH   the policy file the conflist's policy step reads, written as an empty
+                       list [] when missing (default ${DEFAULT_POLICY_FILE})
   --force              replace files that are not ours, write the conflist beside others
   --root DIR           prefix for every file written (e.g. /host for the node's / in a pod);
                        the paths inside the files stay the node's own
@@ -59,8 +61,6 @@ Kubernetes (the DaemonSet's init container):
   --node NAME          the node (default $NODE_NAME)
   --kubeconfig PATH    a JSON kubeconfig (default: the pod's service account)
   --cluster-cidr CIDRS comma-separated cluster CIDRs never masqueraded (ipMasqExclude)
-  --policy-file PATH   the node's policy file named in the conflist
-                       (default ${DEFAULT_POLICY_FILE})
   --plugin-kubeconfig PATH
                        the JSON kubeconfig written for the policy step on the node (mode
                        0600: the API server, its CA and this account's token), named in the
@@ -99,6 +99,8 @@ interface Options {
   kubeconfig?: string;
   clusterCidrs: string[];
   policyFile: string;
+  /** --policy-file was given: the default conflist's policy step names it. */
+  policyFileGiven: boolean;
   policySource?: string;
   pluginKubeconfig: string;
   timeoutMs: number;
@@ -119,7 +121,6 @@ function parseOptions(values: Record<string, string | boolean | undefined>, io: 
         "node",
         "kubeconfig",
         "cluster-cidr",
-        "policy-file",
         "policy-source",
         "plugin-kubeconfig",
       ]
@@ -128,6 +129,11 @@ function parseOptions(values: Record<string, string | boolean | undefined>, io: 
     }
   } else if (values.conflist !== undefined) {
     throw new UsageError("--conflist cannot be given with --kubernetes (the conflist is made)");
+  }
+  if (values.conflist !== undefined && values["policy-file"] !== undefined) {
+    throw new UsageError(
+      "--policy-file cannot be given with --conflist (its policy step names one)",
+    );
   }
   const names = multiCallNames(builtinRegistry());
   const links = (str("link") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -186,6 +192,7 @@ function parseOptions(values: Record<string, string | boolean | undefined>, io: 
     kubeconfig: str("kubeconfig"),
     clusterCidrs,
     policyFile: absolute("policy-file", str("policy-file") ?? DEFAULT_POLICY_FILE),
+    policyFileGiven: values["policy-file"] !== undefined,
     policySource: str("policy-source"),
     pluginKubeconfig: absolute(
       "plugin-kubeconfig",
@@ -383,19 +390,27 @@ async function fetchNodeCidrs(o: Options, cfg: KubeConfig): Promise<string[]> {
 async function plan(o: Options): Promise<Step[]> {
   const steps: Step[] = [];
   const bin = under(o.root, o.binDir);
-  steps.push({
-    kind: "file",
-    path: `${bin}/${PROGRAM_NAME}`,
-    data: programWithDeno(o.deno),
-    mode: 0o755,
-    note: `runs with ${o.deno}`,
-  });
+  const program = `${bin}/${PROGRAM_NAME}`;
+  const deno = under(o.root, o.deno);
+  if (deno === program || o.links.some((name) => deno === `${bin}/${name}`)) {
+    throw new UsageError(`--deno ${quote(o.deno)}: is where the program or one of its links goes`);
+  }
+  if (lstat(deno)?.isDirectory) throw new UsageError(`--deno ${quote(o.deno)}: is a directory`);
+  // Deno before the program that names it, the conflist (what a runtime acts on) last: an
+  // install stopped half way never leaves a conflist whose plugin or policy file is missing.
   steps.push({
     kind: "copy",
-    path: under(o.root, o.deno),
+    path: deno,
     from: Deno.execPath(),
     mode: 0o755,
     note: `Deno ${Deno.version.deno}`,
+  });
+  steps.push({
+    kind: "file",
+    path: program,
+    data: programWithDeno(o.deno),
+    mode: 0o755,
+    note: `runs with ${o.deno}`,
   });
   for (const name of new Set(o.links)) {
     const path = `${bin}/${name}`;
@@ -451,25 +466,28 @@ async function plan(o: Options): Promise<Step[]> {
     conflist = bytes;
     policyFile = policyFileOf(doc);
   } else {
-    checked(defaultConflist, "the default conflist");
-    conflist = jsonBytes(defaultConflist);
-    policyFile = policyFileOf(defaultConflist);
+    const doc = structuredClone(defaultConflist);
+    if (o.policyFileGiven) setPolicyFile(doc, o.policyFile);
+    checked(doc, "the default conflist");
+    conflist = jsonBytes(doc);
+    policyFile = policyFileOf(doc);
   }
   const confDir = under(o.root, o.confDir);
   const confPath = `${confDir}/${CONFLIST_NAME}`;
   // Kubernetes mode owns its conflist and remakes it; any other one is the operator's.
   const others = existingConfs(confDir).filter((n) => !(o.kubernetes && n === CONFLIST_NAME));
+  let confStep: Step;
   if (others.length && !o.force) {
     const same = others.length === 1 && others[0] === CONFLIST_NAME &&
       sameBytes(lstat(confPath) ? Deno.readFileSync(confPath) : undefined, conflist);
-    steps.push({
+    confStep = {
       kind: "keep",
       path: confPath,
       why: same
         ? "unchanged"
         : `${confDir} holds ${others.join(", ")} already (--force writes ${CONFLIST_NAME} anyway)`,
-    });
-  } else steps.push({ kind: "file", path: confPath, data: conflist, mode: 0o644 });
+    };
+  } else confStep = { kind: "file", path: confPath, data: conflist, mode: 0o644 };
 
   // A policy step reads its policy file on every ADD: the node needs one, if only an empty list.
   if (policyFile) {
@@ -492,16 +510,27 @@ async function plan(o: Options): Promise<Step[]> {
       });
     } else steps.push({ kind: "keep", path, why: "kept (no --policy-source)" });
   }
+  steps.push(confStep);
   return steps;
 }
 
-/** The `policyFile` of a conflist's policy step (nested in a `cnichain` entry or not). */
-function policyFileOf(doc: unknown): string | undefined {
+/** A conflist's policy step (nested in a `cnichain` entry or not) that reads a `policyFile`. */
+function policyStep(doc: unknown): Record<string, unknown> | undefined {
   const steps = (isObject(doc) && Array.isArray(doc.plugins) ? doc.plugins : []).flatMap((p) =>
     isObject(p) && Array.isArray(p.plugins) ? [p, ...p.plugins] : [p]
   );
   const policy = steps.find((p) => isObject(p) && p.type === "policy" && p.policyFile);
-  return isObject(policy) && typeof policy.policyFile === "string" ? policy.policyFile : undefined;
+  return isObject(policy) ? policy : undefined;
+}
+
+function policyFileOf(doc: unknown): string | undefined {
+  const file = policyStep(doc)?.policyFile;
+  return typeof file === "string" ? file : undefined;
+}
+
+function setPolicyFile(doc: unknown, path: string): void {
+  const step = policyStep(doc);
+  if (step) step.policyFile = path;
 }
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
@@ -549,6 +578,32 @@ function tempBeside(path: string): string {
   return `${dir}/.${path.slice(path.lastIndexOf("/") + 1)}.tmp-${Deno.pid}-${rand}`;
 }
 
+/**
+ * Removes what an earlier install killed half way left beside `path` (its temporary file, which
+ * for the Deno binary is tens of MB), once the process that made it is gone.
+ */
+function removeStaleTemps(path: string): void {
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  const prefix = `.${path.slice(path.lastIndexOf("/") + 1)}.tmp-`;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const m = e.name.startsWith(prefix)
+      ? /^(\d+)-[0-9a-f]+$/.exec(e.name.slice(prefix.length))
+      : null;
+    if (!m || !e.isFile || Number(m[1]) === Deno.pid || lstat(`/proc/${m[1]}`)) continue;
+    try {
+      Deno.removeSync(`${dir}/${e.name}`);
+    } catch {
+      // gone already, or not ours to remove
+    }
+  }
+}
+
 /** Does one step; returns the summary line. */
 function apply(step: Step, dryRun: boolean): string {
   const head = (verb: string) => (dryRun ? `would ${verb}` : verb).padEnd(dryRun ? 16 : 10);
@@ -571,6 +626,7 @@ function apply(step: Step, dryRun: boolean): string {
       step.replace ? " (replaced)" : ""
     }`;
   }
+  if (!dryRun) removeStaleTemps(step.path);
   const info = lstat(step.path);
   const same = info?.isFile === true &&
     (step.kind === "file"

@@ -57,6 +57,8 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
       `${dir}/rt/deno`,
       "--conf-dir",
       `${dir}/net.d`,
+      "--policy-file",
+      `${dir}/policies.json`,
     ];
     const r = await install(args);
     assert.equal(r.code, 0, r.stderr);
@@ -74,9 +76,12 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
       "/bin/cnichain",
       "/net.d/",
       "/net.d/10-cnichain.conflist",
+      "/policies.json",
       "/rt/",
       "/rt/deno",
     ]);
+    // The default conflist's policy step reads this file on every ADD: an empty list allows all.
+    assert.equal(await Deno.readTextFile(`${dir}/policies.json`), "[]\n");
 
     const program = await Deno.readTextFile(`${dir}/bin/cnichain`);
     assert.equal(
@@ -88,10 +93,13 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     assert.equal(mode(`${dir}/rt/deno`), 0o755);
     assert.equal(Deno.statSync(`${dir}/rt/deno`).size, Deno.statSync(Deno.execPath()).size);
     assert.equal(mode(`${dir}/net.d/10-cnichain.conflist`), 0o644);
-    assert.deepEqual(
-      JSON.parse(await Deno.readTextFile(`${dir}/net.d/10-cnichain.conflist`)),
-      DEFAULT_CONFLIST,
+    const written = JSON.parse(await Deno.readTextFile(`${dir}/net.d/10-cnichain.conflist`));
+    const policyStep = written.plugins[0].plugins.find((p: { type: string }) =>
+      p.type === "policy"
     );
+    assert.equal(policyStep.policyFile, `${dir}/policies.json`);
+    policyStep.policyFile = "/etc/cni/cnichain/policies.json";
+    assert.deepEqual(written, DEFAULT_CONFLIST, "the default conflist, but for --policy-file");
 
     // As a runtime runs a plugin: nothing but the CNI variables.
     const v = await runProgram(`${dir}/bin/cnichain`, {
@@ -116,7 +124,10 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
 
 Deno.test("install: links only when asked; a foreign file is replaced only with --force", async () => {
   await withTemp(async (dir) => {
-    const base = ["--bin-dir", `${dir}/bin`, "--deno", `${dir}/rt/deno`, "--conf-dir", `${dir}/n`];
+    const base = [
+      ...["--bin-dir", `${dir}/bin`, "--deno", `${dir}/rt/deno`, "--conf-dir", `${dir}/n`],
+      ...["--policy-file", `${dir}/policies.json`],
+    ];
     const plain = await install(base);
     assert.equal(plain.code, 0, plain.stderr);
     assert.deepEqual(tree(`${dir}/bin`), ["/cnichain"]);
@@ -160,7 +171,10 @@ Deno.test("install: a directory that holds a conflist is left alone unless --for
     await Deno.mkdir(`${dir}/n`);
     const other = '{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"loopback"}]}';
     await Deno.writeTextFile(`${dir}/n/99-other.conflist`, other);
-    const base = ["--bin-dir", `${dir}/bin`, "--deno", `${dir}/rt/deno`, "--conf-dir", `${dir}/n`];
+    const base = [
+      ...["--bin-dir", `${dir}/bin`, "--deno", `${dir}/rt/deno`, "--conf-dir", `${dir}/n`],
+      ...["--policy-file", `${dir}/policies.json`],
+    ];
     const r = await install(base);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /left +.*10-cnichain\.conflist: .*holds 99-other\.conflist already/);
@@ -225,6 +239,7 @@ Deno.test("install: bad options name the option and value, exit 2 and write noth
       [["--root", `${dir}/nowhere`], /--root ".*\/nowhere": no such directory/],
       [["--no-such-option"], /Unknown option '--no-such-option'/],
       [["--node", "n1"], /--node needs --kubernetes/],
+      [["--conflist", "/x.conflist", "--policy-file", "/p.json"], /--policy-file cannot be given/],
       [
         ["--kubernetes", "--node", "n1", "--cluster-cidr", "10.0.0.0/33"],
         /--cluster-cidr "10\.0\.0\.0\/33": "10\.0\.0\.0\/33" is not a CIDR/,

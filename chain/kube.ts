@@ -11,6 +11,8 @@ import { parseCidr } from "./ip.ts";
 
 export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
 export const DEFAULT_TIMEOUT_MS = 5000;
+/** The most one object's answer may hold (the API server keeps objects under 1.5 MiB). */
+export const MAX_OBJECT_BYTES = 16 << 20;
 
 /** Where the API server is and how to prove who we are. */
 export interface KubeConfig {
@@ -170,6 +172,31 @@ function statusOf(body: string): { message?: string; reason?: string } {
   return {};
 }
 
+/** A response's body as text, refused (and the connection dropped) past `limit` bytes. */
+export async function readLimited(res: Response, limit: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new Error(`larger than ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 export class KubeClient {
   readonly #cfg: KubeConfig;
   readonly #timeoutMs: number;
@@ -260,9 +287,19 @@ export class KubeClient {
   async get(path: string, resource: string): Promise<Record<string, unknown>> {
     const res = await this.request("GET", path, { verb: "get", resource });
     const url = this.#cfg.server + path;
+    let text: string;
+    try {
+      text = await readLimited(res, MAX_OBJECT_BYTES);
+    } catch (err) {
+      throw new KubeError(
+        `GET ${url}: reading the answer: ${err instanceof Error ? err.message : err}`,
+        url,
+        res.status,
+      );
+    }
     let doc: unknown;
     try {
-      doc = await res.json();
+      doc = JSON.parse(text);
     } catch (err) {
       throw new KubeError(
         `GET ${url}: the answer is not JSON: ${err instanceof Error ? err.message : err}`,

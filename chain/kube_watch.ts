@@ -8,7 +8,7 @@
  * and event in order, never two at once.
  */
 import { isObject } from "./spec/config.ts";
-import { type KubeClient, KubeError } from "./kube.ts";
+import { type KubeClient, KubeError, MAX_OBJECT_BYTES } from "./kube.ts";
 
 export type KubeObject = Record<string, unknown>;
 
@@ -127,6 +127,9 @@ export async function watchOnce(
       clearTimeout(timer);
       timer = setTimeout(() => idle.abort(), idleMs);
       buffer += chunk.value;
+      if (buffer.length > MAX_OBJECT_BYTES && buffer.indexOf("\n") < 0) {
+        throw new KubeError(`watch ${url}: an event is larger than ${MAX_OBJECT_BYTES} bytes`, url);
+      }
       let nl: number;
       while ((nl = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, nl).trim();

@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { KubeClient, kubeconfigFile } from "./kube.ts";
-import { type KubeObject, listAll, objectKey, reflect, type WatchEvent } from "./kube_watch.ts";
+import {
+  type KubeObject,
+  listAll,
+  objectKey,
+  reflect,
+  type WatchEvent,
+  watchOnce,
+} from "./kube_watch.ts";
 import { FakeKube, networkPolicy } from "../test/fake_kube.ts";
 
 async function withFake(fn: (fake: FakeKube, client: KubeClient) => Promise<void>): Promise<void> {
@@ -158,4 +165,57 @@ Deno.test("reflect: an API server that is down is retried with backoff, not a ha
       await r.done;
     }
   });
+});
+
+/** A server whose every answer is `body`, streamed; the client to it. */
+async function withStream(
+  body: () => ReadableStream<Uint8Array>,
+  fn: (client: KubeClient) => Promise<void>,
+): Promise<void> {
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => new Response(body(), { headers: { "content-type": "application/json" } }),
+  );
+  const client = new KubeClient(
+    { server: `http://127.0.0.1:${server.addr.port}`, source: "test" },
+    {
+      timeoutMs: 5000,
+    },
+  );
+  try {
+    await fn(client);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+}
+
+/** `mib` MiB of one JSON string that never ends (no newline, no closing quote). */
+const endless = (head: string, mib: number) => () => {
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent === 0) c.enqueue(new TextEncoder().encode(head));
+      if (sent++ >= mib) return c.close();
+      c.enqueue(new Uint8Array(1 << 20).fill(97));
+    },
+  });
+};
+
+Deno.test("hostile answers: a huge object or a watch line without end is refused, not buffered", async () => {
+  await withStream(endless('{"kind":"Pod","metadata":{"name":"', 40), async (client) => {
+    await assert.rejects(
+      () => client.get("/api/v1/namespaces/a/pods/p", "pods"),
+      /GET .*\/pods\/p: reading the answer: larger than 16777216 bytes/,
+    );
+  });
+  await withStream(
+    endless('{"type":"ADDED","object":{"metadata":{"name":"', 40),
+    async (client) => {
+      await assert.rejects(
+        () => watchOnce(client, POLICIES, "networkpolicies", "1", () => {}),
+        /watch .*: an event is larger than 16777216 bytes/,
+      );
+    },
+  );
 });

@@ -147,7 +147,8 @@ export function randomHex(bytes: number): string {
  */
 export class Lab {
   readonly pods: Pod[] = [];
-  #closed = false;
+  #closing?: Promise<void>;
+  readonly #running = new Set<Promise<RunOutput>>();
 
   private constructor(
     /** `cnt<6 hex>`: the prefix of every netns this lab makes. */
@@ -202,6 +203,7 @@ export class Lab {
 
   /** Makes a pod netns `<prefix>-<name>`; its lo stays down, as a runtime leaves it. */
   async addPod(name = `pod${this.pods.length + 1}`): Promise<Pod> {
+    this.#open();
     const pod = { name: `${this.prefix}-${name}`, path: `${NETNS_DIR}/${this.prefix}-${name}` };
     await run([IP, "netns", "add", pod.name], "make a pod netns");
     this.pods.push(pod);
@@ -227,8 +229,9 @@ export class Lab {
     const netns = call.netns ?? call.pod?.path ?? "";
     const containerId = call.containerId ??
       `ctr-${call.pod ? call.pod.name.slice(this.prefix.length + 1) : "none"}`;
+    this.#open();
     // `ip netns exec` execs the plugin in its own place, so `timeout` ends the plugin itself.
-    return runProgram(TIMEOUT, {
+    const run = runProgram(TIMEOUT, {
       args: [
         "--kill-after=2",
         String(PLUGIN_TIMEOUT_S),
@@ -248,6 +251,15 @@ export class Lab {
       },
       stdin: JSON.stringify(conf),
     });
+    // close() waits for it: a plugin still running would write into the removed temp dir again.
+    this.#running.add(run);
+    run.finally(() => this.#running.delete(run)).catch(() => {});
+    return run;
+  }
+
+  /** Throws once the lab is being closed (nothing new may start in it). */
+  #open(): void {
+    if (this.#closing) throw new Error(`lab ${this.prefix} is closed`);
   }
 
   /**
@@ -283,12 +295,19 @@ export class Lab {
    * Deletes every netns of the lab and its temp dir, then checks that
    * `ip netns list` shows none of them. Safe to call twice.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  close(): Promise<void> {
+    // One teardown: a second call (an interrupt during the first) waits for the same one.
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    await Promise.allSettled([...this.#running]);
     const problems: string[] = [];
-    for (const name of [...this.pods.map((p) => p.name), this.host]) {
-      if (!(await netnsNames()).includes(name)) continue;
+    // Every netns of the prefix, not only those recorded: one made while this runs (a demo
+    // interrupted half way) goes too.
+    const mine = (await netnsNames()).filter((n) => n.startsWith(`${this.prefix}-`));
+    for (const name of mine.sort((a, b) => Number(a === this.host) - Number(b === this.host))) {
       const out = await runProgram(IP, { args: ["netns", "delete", name] });
       if (out.code !== 0) problems.push(`delete netns ${name}: ${out.stderr.trim()}`);
     }
@@ -299,6 +318,28 @@ export class Lab {
     if (left.length) problems.push(`netns left behind: ${left.join(", ")}`);
     if (problems.length) throw new Error(`lab ${this.prefix} cleanup: ${problems.join("; ")}`);
   }
+}
+
+/**
+ * Until the returned function is called, SIGINT (Ctrl-C) and SIGTERM run `cleanup` once and
+ * exit with 130 (143 for SIGTERM): a program such as a demo then removes what it made also
+ * when it is interrupted, instead of dying with its namespaces and temp dir left behind.
+ */
+export function cleanUpOnSignal(cleanup: () => Promise<void>): () => void {
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  let running = false;
+  const handlers = signals.map((signal) => {
+    const handler = async () => {
+      if (running) return;
+      running = true;
+      console.error(`\n${signal}: removing what was made before exiting`);
+      await cleanup().catch((err) => console.error(String(err)));
+      Deno.exit(signal === "SIGINT" ? 130 : 143);
+    };
+    Deno.addSignalListener(signal, handler);
+    return () => Deno.removeSignalListener(signal, handler);
+  });
+  return () => handlers.forEach((remove) => remove());
 }
 
 /**

@@ -16,6 +16,7 @@ import { BUNDLE, runProgram } from "../test/helpers.ts";
 import {
   assertNoLeak,
   bare,
+  cleanUpOnSignal,
   IS_ROOT,
   type Lab,
   pingWithin,
@@ -108,6 +109,10 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** The servers running in pods (module-wide, so that an interrupt can stop them too). */
+const servers: Server[] = [];
+let starting: Promise<Server> | undefined;
+
 async function demo(lab: Lab): Promise<void> {
   const conflist = await demoConflist(lab);
   const before = await snapshot(lab.host);
@@ -118,7 +123,6 @@ async function demo(lab: Lab): Promise<void> {
     { name: "stranger", app: "stranger", mappings: [] },
   ];
   const pods: DemoPod[] = [];
-  const servers: Server[] = [];
   const delMs: number[] = [];
   let webResult: Result | undefined;
   try {
@@ -151,12 +155,11 @@ async function demo(lab: Lab): Promise<void> {
     });
     expect(check.code === 0, "CHECK of pod web passes", check.code ? check.stdout : "");
 
-    servers.push(
-      await serve(web.pod.name, "web", [
-        target("tcp", web.ip, WEB_PORT),
-        target("tcp", web.ip, ADMIN_PORT),
-      ]),
-    );
+    starting = serve(web.pod.name, "web", [
+      target("tcp", web.ip, WEB_PORT),
+      target("tcp", web.ip, ADMIN_PORT),
+    ]);
+    servers.push(await starting);
 
     say(`\nTraffic (real packets between the namespaces):`);
     expect(
@@ -281,7 +284,19 @@ async function dryRun(): Promise<number> {
 
 if (!IS_ROOT) Deno.exit(await dryRun());
 const began = performance.now();
-await withLab(demo);
+let current: Lab | undefined;
+// Ctrl-C in the middle: stop the servers, remove the namespaces and the temp dir, then exit.
+const keepSignals = cleanUpOnSignal(async () => {
+  await starting?.then((s) => s.close(), () => {});
+  for (const s of servers) await s.close();
+  await current?.close();
+  if (current) say(`removed the demo's ${current.prefix}-* namespaces and ${current.dir}`);
+});
+await withLab((lab) => {
+  current = lab;
+  return demo(lab);
+});
+keepSignals();
 say(
   `\nRemoved every namespace and file the demo made (${
     ((performance.now() - began) / 1000).toFixed(1)

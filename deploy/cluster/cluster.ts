@@ -101,7 +101,8 @@ export class Cluster {
   readonly nodes: Node[] = [];
   readonly pods: Pod[] = [];
   readonly #servers: Server[] = [];
-  #destroyed = false;
+  #destroying?: Promise<void>;
+  readonly #running = new Set<Promise<RunOutput>>();
 
   private constructor(
     /** `ccl<6 hex>`: the prefix of every netns of this cluster. */
@@ -259,8 +260,9 @@ export class Cluster {
     };
     const labels = Object.entries(pod.labels).map(([key, value]) => ({ key, value }));
     const config = { cniVersion, name, ...plugins[0], args: { cni: { labels } } };
+    if (this.#destroying) throw new Error(`cluster ${this.prefix} is being removed`);
     const started = performance.now();
-    const out = await runProgram(TIMEOUT, {
+    const running = runProgram(TIMEOUT, {
       args: [
         "--kill-after=2",
         String(PLUGIN_TIMEOUT_S),
@@ -280,6 +282,9 @@ export class Cluster {
       },
       stdin: JSON.stringify(config),
     });
+    // destroy() waits for it: a plugin still running would write into the removed temp dir again.
+    this.#running.add(running);
+    const out = await running.finally(() => this.#running.delete(running));
     const ms = performance.now() - started;
     if (out.code !== 0) {
       throw new Error(
@@ -295,6 +300,7 @@ export class Cluster {
     const node = this.node(spec.node);
     const netns = `${this.prefix}-n${spec.node}-${spec.name}`;
     const containerId = `${this.prefix}-${spec.namespace}-${spec.name}`;
+    if (this.#destroying) throw new Error(`cluster ${this.prefix} is being removed`);
     await run([IP, "netns", "add", netns], `make pod ${spec.name}'s netns`);
     const added = await this.cni("ADD", node, { ...spec, netns, containerId });
     const ips = (added.value.json?.ips ?? []) as { address: string }[];
@@ -316,7 +322,13 @@ export class Cluster {
 
   /** A TCP server answering `<token> tcp from <source it saw>`; stopped by destroy(). */
   async serve(netns: string, token: string, ip: string, ports: number[] = [80]): Promise<void> {
-    this.#servers.push(await serve(netns, token, ports.map((p) => `tcp:${ip}:${p}`)));
+    const server = await serve(netns, token, ports.map((p) => `tcp:${ip}:${p}`));
+    this.#servers.push(server);
+    // Started while destroy() ran (an interrupt): destroy() has stopped the others already.
+    if (this.#destroying) {
+      await server.close();
+      throw new Error(`cluster ${this.prefix} is being removed`);
+    }
   }
 
   /** A server on the underlay bridge's own address: outside the cluster CIDR. */
@@ -362,9 +374,14 @@ export class Cluster {
    * dir, then polls until `ip netns list` shows none of them. Keeps going past
    * errors and throws them all together; safe to call twice.
    */
-  async destroy(): Promise<void> {
-    if (this.#destroyed) return;
-    this.#destroyed = true;
+  destroy(): Promise<void> {
+    // One teardown: a second call (an interrupt during the first) waits for the same one.
+    this.#destroying ??= this.#destroy();
+    return this.#destroying;
+  }
+
+  async #destroy(): Promise<void> {
+    await Promise.allSettled([...this.#running]);
     const problems: string[] = [];
     // A process inside a netns keeps it alive: the servers go first.
     await Promise.all(this.#servers.map((s) => s.close()));

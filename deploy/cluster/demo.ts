@@ -17,6 +17,7 @@ import {
   POLICY_SUMMARY,
   UNDERLAY_CIDR,
 } from "./mod.ts";
+import { cleanUpOnSignal } from "../../test/netns.ts";
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -103,8 +104,15 @@ if (import.meta.main) {
   const started = performance.now();
   let ok = false;
   let cluster: Cluster | undefined;
+  const creating = Cluster.create({ policies: POLICIES });
+  // Ctrl-C in the middle (also while the nodes are being built): remove the whole world, then exit.
+  cleanUpOnSignal(async () => {
+    const made = cluster ?? await creating.catch(() => undefined);
+    await made?.destroy();
+    if (made) console.log(`removed everything (${made.prefix}-* netns, ${made.dir})`);
+  });
   try {
-    cluster = await Cluster.create({ policies: POLICIES });
+    cluster = await creating;
     ok = await demo(cluster);
   } catch (err) {
     console.error(`cluster-demo: ${err instanceof Error ? err.message : err}`);

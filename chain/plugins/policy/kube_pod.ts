@@ -7,6 +7,7 @@
  */
 import { isObject } from "../../spec/config.ts";
 import { KubeClient, kubeconfigFile } from "../../kube.ts";
+import { formatIp, parseIp } from "../../ip.ts";
 
 export const DEFAULT_API_TIMEOUT_MS = 2000;
 
@@ -34,13 +35,17 @@ export function namespaceLabels(
   return { ...(ns ? labelsOf(ns) : {}), "kubernetes.io/metadata.name": name };
 }
 
-/** A Pod's addresses (`status.podIPs`, else `status.podIP`). */
+/**
+ * A Pod's addresses (`status.podIPs`, else `status.podIP`), canonical; what is not an address is
+ * dropped (it would go into an nftables batch: one bad value would fail it, or add commands).
+ */
 export function podAddresses(pod: Record<string, unknown>): string[] {
   const status = isObject(pod.status) ? pod.status : {};
   const list = Array.isArray(status.podIPs)
     ? status.podIPs.map((p) => (isObject(p) ? p.ip : undefined))
     : [status.podIP];
-  return [...new Set(list.filter((ip): ip is string => typeof ip === "string" && ip !== ""))];
+  const ips = list.map((text) => typeof text === "string" ? parseIp(text) : undefined);
+  return [...new Set(ips.flatMap((ip) => ip ? [formatIp(ip)] : []))];
 }
 
 /**

@@ -56,6 +56,15 @@ Deno.test("labels, addresses and policies from API objects", () => {
   assert.deepEqual(labelsOf(p), { app: "web" });
   assert.deepEqual(podAddresses(p), ["10.1.0.2", "fd00::2"]);
   assert.deepEqual(podAddresses(pod("a", "new", {})), []);
+  // Addresses go into nftables batches: anything else is dropped, the rest made canonical.
+  const hostile = pod("a", "h", {}, {
+    ips: ["10.1.0.3 } ; flush ruleset ; add element inet cnichain x { 10.1.0.4", "not-an-ip"],
+  });
+  assert.deepEqual(podAddresses(hostile), []);
+  assert.deepEqual(podAddresses(pod("a", "v6", {}, { ips: ["FD00:0::3", "10.1.0.3"] })), [
+    "fd00::3",
+    "10.1.0.3",
+  ]);
   assert.deepEqual(namespaceLabels("b", namespace("b", { team: "ops" })), {
     "kubernetes.io/metadata.name": "b",
     team: "ops",

@@ -99,6 +99,38 @@ function podOf(o: KubeObject): ApiPod {
 
 const familyOf = (a: string) => (a.includes(":") ? 6 : 4);
 
+/**
+ * `policy` without its named ports (a rule's port given by name): each rule loses those ports,
+ * and a rule left with none is removed (no ports would mean every port). Undefined when it has
+ * none.
+ */
+export function withoutNamedPorts(
+  policy: Record<string, unknown>,
+): Record<string, unknown> | undefined {
+  const spec = isObject(policy.spec) ? policy.spec : {};
+  let changed = false;
+  const out: Record<string, unknown> = { ...spec };
+  for (const dir of ["ingress", "egress"]) {
+    const rules = spec[dir];
+    if (!Array.isArray(rules)) continue;
+    out[dir] = rules.flatMap((rule) => {
+      if (!isObject(rule) || !Array.isArray(rule.ports)) return [rule];
+      const ports = rule.ports.filter((p) => !(isObject(p) && typeof p.port === "string"));
+      if (ports.length === rule.ports.length) return [rule];
+      changed = true;
+      return ports.length ? [{ ...rule, ports }] : [];
+    });
+  }
+  if (!changed) return undefined;
+  // The types the rules implied stay (an egress left empty must still isolate egress).
+  if (spec.policyTypes === undefined) {
+    out.policyTypes = Array.isArray(spec.egress) && spec.egress.length
+      ? ["Ingress", "Egress"]
+      : ["Ingress"];
+  }
+  return { ...policy, spec: out };
+}
+
 /** The sets a plan's rules match peers against (those whose members matter on this node). */
 function setsUsed(plan: Plan): string[] {
   return [...plan.ingress.rules, ...plan.egress.rules].flatMap((r) =>
@@ -156,8 +188,20 @@ export class KubePolicySync {
     if (kind === "pods") this.pods.set(key, podOf(o));
     else if (kind === "namespaces") this.namespaces.set(key, o);
     else {
-      const policy = policyOf(o);
-      const problems = policyEngine().validate([policy]);
+      let policy = policyOf(o);
+      let problems = policyEngine().validate([policy]);
+      const strict = problems.length ? withoutNamedPorts(policy) : undefined;
+      if (strict && !policyEngine().validate([strict]).length) {
+        // Dropping the policy would un-isolate the pods it selects: keep it, without the rules
+        // (or ports) the engine cannot enforce, so that what they allow is denied, never more.
+        this.#o.log(
+          `policy sync: warning: NetworkPolicy ${
+            quote(key)
+          }: named ports are not supported; the traffic they allow is denied`,
+        );
+        policy = strict;
+        problems = [];
+      }
       if (problems.length) {
         // One policy the engine cannot enforce (a named port, say) must not hold up the others.
         this.#o.log(
