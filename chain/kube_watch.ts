@@ -202,11 +202,13 @@ export async function reflect(
   let version: string | undefined;
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      opts.signal.addEventListener("abort", () => {
+      const done = () => {
         clearTimeout(t);
+        opts.signal.removeEventListener("abort", done);
         resolve();
-      }, { once: true });
+      };
+      const t = setTimeout(done, ms);
+      opts.signal.addEventListener("abort", done, { once: true });
     });
   while (!opts.signal.aborted) {
     let relisted = false;
@@ -238,7 +240,14 @@ export async function reflect(
       if (opts.signal.aborted) return;
       if (err instanceof GoneError) {
         version = undefined;
-        hooks.error?.(err, 0);
+        // Gone again straight after a fresh list: the server keeps too little history to watch
+        // from; relisting at once would hammer it, so back off as for any other failure.
+        const wait = relisted ? backoff : 0;
+        hooks.error?.(err, wait);
+        if (wait) {
+          await pause(wait);
+          backoff = Math.min(backoff * 2, max);
+        }
         continue;
       }
       const e = err instanceof Error ? err : new Error(String(err));

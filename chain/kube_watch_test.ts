@@ -154,6 +154,22 @@ Deno.test("reflect: 410 Gone (an ERROR event, or the watch's status) makes it li
   }
 });
 
+Deno.test("reflect: 410 Gone straight after every list backs off instead of hammering the server", async () => {
+  await withFake(async (fake, client) => {
+    fake.alwaysGone = true;
+    const r = start(client); // first retry after 50 ms, doubling
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    } finally {
+      r.stop.abort();
+      await r.done;
+    }
+    const lists = fake.requests.filter((q) => q.includes("limit=")).length;
+    // 50 + 100 + 200 + 400 ms of pauses fit in a second: about five lists, not hundreds.
+    assert.ok(lists >= 2 && lists <= 8, `${lists} lists in a second`);
+  });
+});
+
 Deno.test("reflect: an API server that is down is retried with backoff, not a hang", async () => {
   await withFake(async (fake, client) => {
     await fake.close();

@@ -136,6 +136,8 @@ export class FakeKube {
   #oldest = 0;
   /** "status": a 410 answer to the watch request; "event": an ERROR event in the stream. */
   goneAs: "status" | "event" = "event";
+  /** Every watch is answered 410 Gone, even one from the version a list just gave. */
+  alwaysGone = false;
   /** Items per List page at most (to exercise `continue`). */
   pageSize = 2;
   /** Answer nothing (accept and hold every request). */
@@ -303,6 +305,7 @@ export class FakeKube {
 
   #watch(kind: Kind, from: string): Response {
     const rv = Number(from);
+    if (this.alwaysGone) return status(410, "Expired", `too old resource version: ${rv}`);
     if (rv < this.#oldest && this.goneAs === "status") {
       return status(410, "Expired", `too old resource version: ${rv} (${this.#oldest})`);
     }
