@@ -535,6 +535,19 @@ kubeTest(
   },
 );
 
+kubeTest(
+  "ADD that names no pod (not from Kubernetes) is not looked up: it works with the API down",
+  async (make) => {
+    const node = make("10.74.0.0/24", { timeoutMs: 500 });
+    await node.fake.close();
+    const p = await node.lab.addPod("podman-ctr");
+    const out = await node.lab.cni("ADD", node.chain({ app: "web" }), { pod: p });
+    const result = assertOk(out, "ADD without K8S_POD_NAME") as unknown as Result;
+    assert.ok(result.ips?.length, JSON.stringify(result));
+    assert.doesNotMatch(out.stderr, /API server/);
+  },
+);
+
 kubeTest("ADD with a silent API server: code 11 within timeoutMs", async (make) => {
   const node = make("10.76.0.0/24", { timeoutMs: 500 });
   node.fake.silent = true;

@@ -458,7 +458,10 @@ async function add(inv: Invocation): Promise<Result> {
     );
   }
   const runtimeLabels = { ...identity.labels };
-  if (cfg.kubernetes) {
+  // Only a Kubernetes pod has an API object: a runtime that names no pod (podman on the same
+  // node, say) is not looked up, or every one of its ADDs would fail on a pod that does not exist.
+  const podNamed = inv.env.argPairs.some(([key, value]) => key === "K8S_POD_NAME" && value);
+  if (cfg.kubernetes && podNamed) {
     await withApiLabels(cfg.kubernetes, identity, (text) => {
       console.error(text);
       inv.context.observer.warning?.(text);
