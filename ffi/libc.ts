@@ -4,31 +4,33 @@
  * call and the errno, so no caller ever sees a bare -1.
  */
 
+import { INT, int, POINTER, pointer, SSIZE, ssize } from "./abi.ts";
+
+// Results are declared as one-value structs: see abi.ts.
 const symbols = {
   // int socket(int domain, int type, int protocol)
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: INT },
   // ssize_t send(int fd, const void *buf, size_t len, int flags)
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: SSIZE },
   // ssize_t recv(int fd, void *buf, size_t len, int flags)
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: SSIZE },
   // int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: INT },
   // int close(int fd)
-  close: { parameters: ["i32"], result: "i32" },
+  close: { parameters: ["i32"], result: INT },
   // int open(const char *path, int flags, mode_t mode)
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: INT },
   // int setns(int fd, int nstype)
-  setns: { parameters: ["i32", "i32"], result: "i32" },
+  setns: { parameters: ["i32", "i32"], result: INT },
   // int *__errno_location(void)
-  __errno_location: { parameters: [], result: "pointer" },
+  __errno_location: { parameters: [], result: POINTER },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
 
 /**
  * libc, opened on first use so that commands that never touch the kernel never
- * load it. Each symbol costs about 0.25 ms to bind, so the table holds only
- * what the hot path calls (a netlink socket binds itself on first send).
+ * load it. The table holds only what the hot path calls.
  */
 function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", symbols);
@@ -81,14 +83,14 @@ export class OsError extends Error {
 }
 
 function errno(): number {
-  const p = libc().__errno_location();
+  const p = pointer(libc().__errno_location());
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
 }
 
 /** Throws OsError when a call returned -1. */
-function check(result: number | bigint, what: string): number {
-  if (Number(result) < 0) throw new OsError(what, errno());
-  return Number(result);
+function check(result: number, what: string): number {
+  if (result < 0) throw new OsError(what, errno());
+  return result;
 }
 
 export const cString = (s: string): Uint8Array => new TextEncoder().encode(`${s}\0`);
@@ -105,11 +107,14 @@ export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 
 export function socket(domain: number, type: number, protocol: number): number {
-  return check(libc().socket(domain, type, protocol), "socket");
+  return check(int(libc().socket(domain, type, protocol)), "socket");
 }
 
 export function setsockopt(fd: number, level: number, name: number, value: Uint8Array): void {
-  check(libc().setsockopt(fd, level, name, value, value.length), `setsockopt ${level}/${name}`);
+  check(
+    int(libc().setsockopt(fd, level, name, value, value.length)),
+    `setsockopt ${level}/${name}`,
+  );
 }
 
 export function setsockoptInt(fd: number, level: number, name: number, value: number): void {
@@ -119,14 +124,14 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
 }
 
 export function send(fd: number, data: Uint8Array, what: string): void {
-  const sent = check(libc().send(fd, data, BigInt(data.length), 0), what);
+  const sent = check(ssize(libc().send(fd, data, BigInt(data.length), 0)), what);
   if (sent !== data.length) throw new OsError(`${what}: short send`, 90);
 }
 
 /** Receives into `buf`; returns the byte count. EINTR is retried. */
 export function recv(fd: number, buf: Uint8Array, what: string): number {
   while (true) {
-    const n = Number(libc().recv(fd, buf, BigInt(buf.length), 0));
+    const n = ssize(libc().recv(fd, buf, BigInt(buf.length), 0));
     if (n >= 0) return n;
     const e = errno();
     if (e !== 4) throw new OsError(what, e);
@@ -138,9 +143,9 @@ export function close(fd: number): void {
 }
 
 export function open(path: string, flags: number): number {
-  return check(libc().open(cString(path), flags, 0), `open ${JSON.stringify(path)}`);
+  return check(int(libc().open(cString(path), flags, 0)), `open ${JSON.stringify(path)}`);
 }
 
 export function setns(fd: number, what: string): void {
-  check(libc().setns(fd, CLONE_NEWNET), what);
+  check(int(libc().setns(fd, CLONE_NEWNET)), what);
 }

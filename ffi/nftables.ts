@@ -4,23 +4,27 @@
  * library's error text comes back in the thrown error. No `nft` process.
  */
 
+import { INT, int, POINTER, pointer } from "./abi.ts";
+
+// The context handle is the one-pointer struct nft_ctx_new returns, passed back as it is; results
+// are one-value structs too (see abi.ts).
 const symbols = {
   // struct nft_ctx *nft_ctx_new(uint32_t flags)
-  nft_ctx_new: { parameters: ["u32"], result: "pointer" },
+  nft_ctx_new: { parameters: ["u32"], result: POINTER },
   // void nft_ctx_free(struct nft_ctx *ctx)
-  nft_ctx_free: { parameters: ["pointer"], result: "void" },
+  nft_ctx_free: { parameters: [POINTER], result: "void" },
   // int nft_ctx_buffer_output(struct nft_ctx *ctx)
-  nft_ctx_buffer_output: { parameters: ["pointer"], result: "i32" },
+  nft_ctx_buffer_output: { parameters: [POINTER], result: INT },
   // int nft_ctx_buffer_error(struct nft_ctx *ctx)
-  nft_ctx_buffer_error: { parameters: ["pointer"], result: "i32" },
+  nft_ctx_buffer_error: { parameters: [POINTER], result: INT },
   // const char *nft_ctx_get_output_buffer(struct nft_ctx *ctx)
-  nft_ctx_get_output_buffer: { parameters: ["pointer"], result: "pointer" },
+  nft_ctx_get_output_buffer: { parameters: [POINTER], result: POINTER },
   // const char *nft_ctx_get_error_buffer(struct nft_ctx *ctx)
-  nft_ctx_get_error_buffer: { parameters: ["pointer"], result: "pointer" },
+  nft_ctx_get_error_buffer: { parameters: [POINTER], result: POINTER },
   // void nft_ctx_output_set_flags(struct nft_ctx *ctx, unsigned int flags)
-  nft_ctx_output_set_flags: { parameters: ["pointer", "u32"], result: "void" },
+  nft_ctx_output_set_flags: { parameters: [POINTER, "u32"], result: "void" },
   // int nft_run_cmd_from_buffer(struct nft_ctx *nft, const char *buf)
-  nft_run_cmd_from_buffer: { parameters: ["pointer", "buffer"], result: "i32" },
+  nft_run_cmd_from_buffer: { parameters: [POINTER, "buffer"], result: INT },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
@@ -49,27 +53,29 @@ function nft(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   return lib.symbols;
 }
 
-function readCString(p: Deno.PointerValue): string {
+function readCString(result: Uint8Array): string {
+  const p = pointer(result);
   return p === null ? "" : new Deno.UnsafePointerView(p).getCString();
 }
 
 /** A libnftables context in the calling thread's network namespace. */
 export class Nftables {
-  #ctx: Deno.PointerValue;
+  #ctx: Uint8Array | null;
 
   constructor() {
     const s = nft();
-    this.#ctx = s.nft_ctx_new(0);
-    if (this.#ctx === null) throw new Error("nft_ctx_new failed");
-    s.nft_ctx_buffer_output(this.#ctx);
-    s.nft_ctx_buffer_error(this.#ctx);
+    const ctx = s.nft_ctx_new(0);
+    if (pointer(ctx) === null) throw new Error("nft_ctx_new failed");
+    s.nft_ctx_buffer_output(ctx);
+    s.nft_ctx_buffer_error(ctx);
+    this.#ctx = ctx;
   }
 
   #run(commands: string, json: boolean): string {
     if (this.#ctx === null) throw new Error("nftables context is closed");
     const s = nft();
     s.nft_ctx_output_set_flags(this.#ctx, json ? NFT_CTX_OUTPUT_JSON : 0);
-    const rc = s.nft_run_cmd_from_buffer(this.#ctx, new TextEncoder().encode(`${commands}\0`));
+    const rc = int(s.nft_run_cmd_from_buffer(this.#ctx, new TextEncoder().encode(`${commands}\0`)));
     const out = readCString(s.nft_ctx_get_output_buffer(this.#ctx));
     const err = readCString(s.nft_ctx_get_error_buffer(this.#ctx));
     if (rc !== 0) throw new NftError(commands, err || out);
