@@ -248,16 +248,6 @@ class RealNetns implements Netns {
   }
 }
 
-/** How many connections this thread's namespace tracks; 0 when conntrack is not loaded at all. */
-function trackedConnections(): number {
-  try {
-    return Number(Deno.readTextFileSync("/proc/sys/net/netfilter/nf_conntrack_count"));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return 0;
-    throw err;
-  }
-}
-
 /** The Kernel that changes the machine. Sockets and libraries open on first use. */
 export function realKernel(): Kernel {
   const spaces = new Map<string, RealNetns>();
@@ -296,9 +286,6 @@ export function realKernel(): Kernel {
       }
     },
     forgetConnections(family, proto, dstPort) {
-      // A dump walks the kernel's whole conntrack hash (all namespaces' buckets, ~6 ms at 262,144
-      // buckets) however few entries there are; a namespace that tracks nothing has nothing to forget.
-      if (trackedConnections() === 0) return 0;
       conntrack ??= NetlinkSocket.open(NETLINK_NETFILTER);
       const sock = conntrack;
       const doomed = sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
