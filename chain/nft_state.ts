@@ -187,10 +187,32 @@ function elementLine(verb: string, e: PlannedElement, tag: string): string {
 }
 
 /** The comment of an existing element, or undefined when there is no such element. */
-function ownerOf(system: System, e: PlannedElement): string | undefined {
+function ownerOf(system: System, e: { set: string; key: string }): string | undefined {
   const text = system.kernel.nftGet(`get element inet ${TABLE} ${e.set} { ${e.key} }`);
   if (text === undefined) return undefined;
   return /comment "([^"]*)"/.exec(text)?.[1] ?? "";
+}
+
+/**
+ * ownerOf() for several elements. Each libnftables run costs about half a millisecond, so they
+ * are asked in one run; when one of them is gone that run fails as a whole, and each is asked
+ * on its own.
+ */
+export function ownersOf(
+  system: System,
+  elements: { set: string; key: string }[],
+): (string | undefined)[] {
+  if (elements.length > 1) {
+    const text = system.kernel.nftGet(
+      elements.map((e) => `get element inet ${TABLE} ${e.set} { ${e.key} }`).join("\n"),
+    );
+    // One "table ... { ... }" block per command, in order, each holding the one element.
+    const blocks = text?.split(/^(?=table )/m).filter((b) => b.trim()) ?? [];
+    if (blocks.length === elements.length) {
+      return blocks.map((b) => /comment "([^"]*)"/.exec(b)?.[1] ?? "");
+    }
+  }
+  return elements.map((e) => ownerOf(system, e));
 }
 
 /**
@@ -275,8 +297,9 @@ export async function removeElements(
     if (bytes) {
       try {
         const reg = JSON.parse(new TextDecoder().decode(bytes)) as Registration;
+        const owners = ownersOf(system, reg.elements);
         lines = reg.elements
-          .filter((e) => ownerOf(system, e) === tag)
+          .filter((_, i) => owners[i] === tag)
           .map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
       } catch {
         lines = undefined; // a damaged record: go by the comments instead

@@ -23,6 +23,7 @@ import {
   deleteLines,
   locked,
   networkTag,
+  ownersOf,
   readTable,
   retireLines,
   TABLE,
@@ -372,21 +373,15 @@ export function ownerOf(system: System, set: string, key: string): string | unde
 
 /** Removes a pod's elements and chains (the caller holds the lock); only elements still carrying its tag. */
 function uninstallLines(system: System, record: PodRecord): string[] {
-  const lines: string[] = [];
-  for (const address of record.identity.addresses) {
-    const family = address.includes(":") ? 6 : 4;
-    for (
-      const set of [
-        `pol_in${family}`,
-        `pol_out${family}`,
-        ...record.memberOf.map((s) => `${s}_${family}`),
-      ]
-    ) {
-      if (ownerOf(system, set, address) === record.tag) {
-        lines.push(`delete element inet ${TABLE} ${set} { ${address} }`);
-      }
-    }
-  }
+  const elements = record.identity.addresses.flatMap((key) => {
+    const family = key.includes(":") ? 6 : 4;
+    return [`pol_in${family}`, `pol_out${family}`, ...record.memberOf.map((s) => `${s}_${family}`)]
+      .map((set) => ({ set, key }));
+  });
+  const owners = ownersOf(system, elements);
+  const lines = elements
+    .filter((_, i) => owners[i] === record.tag)
+    .map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
   const chains = new Set(readTable(system).chains);
   for (const chain of [record.chains.ingress, record.chains.egress]) {
     if (chains.has(chain)) {

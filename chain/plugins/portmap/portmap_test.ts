@@ -740,6 +740,41 @@ portmapTest(
 );
 
 portmapTest(
+  "portmap: DEL removes those of a pod's elements that still carry its name, whether or not some are gone",
+  async ({ lab, v }) => {
+    const net = new Net(lab, v, "10.53.0.0/24");
+    net.portmapExtra = { snat: false };
+    // a: one port will be taken over, one survives, one is gone (DEL asks nft element by element).
+    // c: one port will be taken over, one survives (DEL asks nft about both at once).
+    const a = await net.attach(await lab.addPod("a"), [tcp(19480), udp(19480), tcp(19481)]);
+    const c = await net.attach(await lab.addPod("c"), [tcp(19580), udp(19580)]);
+    const before = await pmElements(lab);
+    // The element of `pod`'s UDP `port`, as the command that puts it back.
+    const survivor = (pod: Attached, port: number) => {
+      const e = ownedBy(before, pod.id).find((e) =>
+        e.json.includes(`"udp"`) && e.json.includes(`${port}`)
+      );
+      assert.ok(e?.comment, `${pod.pod.name}'s UDP ${port} element`);
+      return `add element inet ${TABLE} pm_dnat4 { udp . ${port} comment "${e.comment}" : ${pod.ip4} . 80 }`;
+    };
+    const keep = [survivor(a, 19480), survivor(c, 19580)];
+    await nftIn(lab.host, "flush ruleset");
+    const b = await net.attach(await lab.addPod("b"), [tcp(19480), tcp(19580)]);
+    for (const line of keep) await nftIn(lab.host, line);
+    const bElements = ownedBy(await pmElements(lab), b.id);
+    assert.equal(bElements.length, 2, "b's two DNAT elements");
+
+    assertOk(await net.del(a.pod, { prevResult: a.result }), "DEL of a");
+    assertOk(await net.del(c.pod, { prevResult: c.result }), "DEL of c");
+    const left = await pmElements(lab);
+    assert.deepEqual(ownedBy(left, a.id), [], "nothing of a's is left");
+    assert.deepEqual(ownedBy(left, c.id), [], "nothing of c's is left");
+    assert.deepEqual(ownedBy(left, b.id), bElements, "b's elements are untouched");
+  },
+  { only: "cnichain" },
+);
+
+portmapTest(
   "portmap: CHECK passes after ADD and fails once a mapping is gone from nftables",
   async ({ lab, v }) => {
     const net = new Net(lab, v, "10.52.0.0/24");
