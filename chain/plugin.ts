@@ -27,8 +27,13 @@ export interface GcInvocation extends Invocation {
 }
 
 export interface Plugin {
-  /** Problems in this plugin's own fields of one config entry, with JSON paths under `path`. */
-  validate?(entry: ConfigObject, path: string, version: string): Problem[];
+  /**
+   * Problems in this plugin's own fields of one config entry, with JSON paths under `path`.
+   * `verb` is the CNI command the entry is about to serve; a plugin may leave out checks of
+   * what that command does not read (a DEL must not be refused over a field only ADD uses).
+   * Without it, everything is checked.
+   */
+  validate?(entry: ConfigObject, path: string, version: string, verb?: string): Problem[];
   add(inv: Invocation): Promise<Result>;
   del(inv: Invocation): Promise<void>;
   check(inv: Invocation): Promise<void>;

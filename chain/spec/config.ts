@@ -110,7 +110,12 @@ export interface Conflist {
 }
 
 /** Extra checks a caller adds per plugin entry (built-in plugins' own config checks). */
-export type EntryCheck = (entry: ConfigObject, path: string, version: string) => Problem[];
+export type EntryCheck = (
+  entry: ConfigObject,
+  path: string,
+  version: string,
+  verb?: string,
+) => Problem[];
 
 function flag(raw: ConfigObject, key: string, path: string, problems: Problem[]): boolean {
   const v = raw[key];

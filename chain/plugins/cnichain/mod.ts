@@ -54,6 +54,7 @@ export function chainProblems(
   prefix: string,
   version: string,
   check: EntryCheck,
+  verb?: string,
 ): Problem[] {
   const problems: Problem[] = [];
   const nested = { cniVersion: version, name: entry.name ?? "x", plugins: entry.plugins };
@@ -64,7 +65,7 @@ export function chainProblems(
         message: "a cnichain chain cannot contain another cnichain",
       }];
     }
-    return check(e, path, v);
+    return check(e, path, v, verb);
   }, prefix);
   for (const p of listProblems) problems.push(p); // push(...) overflows on a huge list
   for (const key of ["stateDir", "logFile"] as const) {
@@ -86,7 +87,7 @@ export function chainProblems(
 export function chainPlugin(check: EntryCheck): Plugin {
   function parse(inv: Invocation): ChainConfig {
     const { raw, cniVersion, name } = inv.conf;
-    const problems = chainProblems(raw, "", cniVersion, check);
+    const problems = chainProblems(raw, "", cniVersion, check, inv.verb);
     if (problems.length) {
       const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : "";
       throw new CniError(
@@ -196,7 +197,8 @@ export function chainPlugin(check: EntryCheck): Plugin {
   }
 
   return {
-    validate: (entry, path, version) => chainProblems(entry, `${path}.`, version, check),
+    validate: (entry, path, version, verb) =>
+      chainProblems(entry, `${path}.`, version, check, verb),
 
     add: (inv) =>
       withAttachment(inv, checkAdd, async (cfg, run) => {

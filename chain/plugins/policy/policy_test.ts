@@ -26,6 +26,7 @@ import {
   ipIn,
   kernelTest,
   type Lab,
+  link,
   nftRuleset,
   nftRulesetText,
   type Pod,
@@ -145,8 +146,8 @@ class PolicyNet {
     return `${this.lab.dir}/${NETWORK}.conflist`;
   }
 
-  /** The chain entry as a runtime sends it for a pod with `labels`. */
-  chain(labels: Labels = {}): Record<string, unknown> {
+  /** The chain entry as a runtime sends it for a pod with `labels` (with the policies of `source`). */
+  chain(labels: Labels = {}, source = this.source): Record<string, unknown> {
     const entries = Object.entries(labels).map(([key, value]) => ({ key, value }));
     return this.lab.netconf(this.version, {
       type: "cnichain",
@@ -162,7 +163,7 @@ class PolicyNet {
             ...(this.subnet6 ? [[{ subnet: this.subnet6 }]] : []),
           ]),
         },
-        { type: "policy", ...this.source },
+        { type: "policy", ...source },
       ],
     }, NETWORK);
   }
@@ -251,9 +252,9 @@ class PolicyNet {
   }
 
   /** DEL of a pod, as a runtime does it (no prevResult: the chain uses its cached result). */
-  del(key: string): Promise<RunOutput> {
+  del(key: string, source = this.source): Promise<RunOutput> {
     const m = this.member(key);
-    return this.lab.cni("DEL", this.chain(m.labels), { pod: m.pod, env: this.#env(m) });
+    return this.lab.cni("DEL", this.chain(m.labels, source), { pod: m.pod, env: this.#env(m) });
   }
 
   /** `cnichain policy <args> --config <conflist>` inside the host netns. */
@@ -883,6 +884,30 @@ policyTest(
     );
     assertOk(await net.del(A_WEB), "DEL of ns-a/web again");
     assert.deepEqual(await lab.allocations(NETWORK), [], "every address is released");
+  },
+);
+
+policyTest(
+  "policies the engine refuses fail an ADD (code 7, the field named) but never a DEL",
+  async ({ lab, net: make }) => {
+    const good = policy(NS_A, "web-in", { app: "web" }, {
+      ingress: [{ from: [{ podSelector: match({ app: "client" }) }] }],
+    });
+    const net = make("10.75.0.0/24", { policies: [good] });
+    const web = await net.add(spec(NS_A, "web", { app: "web" }));
+    // An operator's typo in the conflist, after the pod came up.
+    const typo = { policies: [{ ...good, podSelector: { matchLabels: { app: 5 } } }] };
+
+    const pod = await lab.addPod("ns-a-late");
+    const refused = await lab.cni("ADD", net.chain({ app: "web" }, typo), { pod });
+    assert.equal(refused.json?.code, 7, `ADD with the typo: ${refused.stdout}${refused.stderr}`);
+    assert.match(String(refused.json?.msg), /policies\[0\]\.podSelector\.matchLabels\.app/);
+
+    assertOk(await net.del(A_WEB, typo), "DEL with the typo");
+    assert.equal(await link(web.pod.name, "eth0"), undefined, "web's eth0 is gone");
+    assert.deepEqual(await lab.allocations(NETWORK), [], "web's address is released");
+    assert.deepEqual(await registry(lab), [], "web's registry entry is gone");
+    assert.deepEqual(await policyObjects(lab), [], "no policy object is left in nftables");
   },
 );
 
