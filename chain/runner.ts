@@ -7,7 +7,7 @@
  */
 import { CniError, ErrorCode, toCniError } from "./spec/errors.ts";
 import type { CniEnv } from "./spec/env.ts";
-import { type ConfigObject, type Conflist, formatProblem } from "./spec/config.ts";
+import { type ConfigObject, type Conflist, formatProblem, isObject } from "./spec/config.ts";
 import { encodeResult } from "./spec/result.ts";
 import type { AttachmentRef, Result, Verb } from "./spec/types.ts";
 import { atLeast } from "./spec/version.ts";
@@ -97,15 +97,27 @@ export function combineErrors(
   );
 }
 
-/** Every external step's executable, found before anything runs: a missing one changes nothing. */
+/**
+ * Every external executable the chain will run, found before anything runs, so that a missing
+ * one changes nothing: external steps, and the IPAM plugins built-in steps hand their `ipam` to.
+ */
 async function findExternals(run: ChainRun): Promise<void> {
-  for (const [i, entry] of run.conflist.plugins.entries()) {
-    if (run.context.registry.has(typeOf(entry))) continue;
+  const find = async (type: string, path: string) => {
     try {
-      await findPlugin(typeOf(entry), run.env.path);
+      await findPlugin(type, run.env.path);
     } catch (err) {
       const e = toCniError(err);
-      throw new CniError(e.code, `invalid network config: plugins[${i}].type: ${e.message}`);
+      throw new CniError(e.code, `invalid network config: ${path}: ${e.message}`);
+    }
+  };
+  for (const [i, entry] of run.conflist.plugins.entries()) {
+    if (!run.context.registry.has(typeOf(entry))) {
+      await find(typeOf(entry), `plugins[${i}].type`);
+      continue;
+    }
+    const ipamType = isObject(entry.ipam) ? entry.ipam.type : undefined;
+    if (typeof ipamType === "string" && !run.context.registry.has(ipamType)) {
+      await find(ipamType, `plugins[${i}].ipam.type`);
     }
   }
 }

@@ -189,6 +189,28 @@ Deno.test("chain runner: a failed ADD step is rolled back, the failing step incl
       await fakes.cleanup();
     }
   });
+  await t.step(
+    "a missing IPAM plugin of a built-in step is found out before any step runs",
+    async () => {
+      const { fakes, calls, run } = await setup("1.0.0", ["a", "rec"]);
+      try {
+        const r = run("ADD");
+        // A built-in step hands its ipam to an executable when the type is not built in.
+        r.conflist.plugins.push({ type: "rec", ipam: { type: "missing-ipam" } });
+        await assert.rejects(
+          () => addChain(r),
+          /plugins\[2\]\.ipam\.type: failed to find plugin "missing-ipam"/,
+        );
+        assert.deepEqual(await fakes.calls(), []);
+        assert.deepEqual(calls, []);
+        // One that is there is no obstacle (run() shares the conflist: replace the entry).
+        r.conflist.plugins[2] = { type: "rec", ipam: { type: "a" } };
+        await addChain(run("ADD"));
+      } finally {
+        await fakes.cleanup();
+      }
+    },
+  );
   await t.step("an unparsable result fails the step (code 6) and rolls back", async () => {
     const { fakes, run } = await setup("1.0.0", ["a", "b"]);
     try {
