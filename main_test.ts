@@ -416,6 +416,27 @@ Deno.test("plugin mode runs the nested chain and keeps its result for DEL", asyn
       assert.deepEqual(await stateFiles(stateDir), ["results", "results/net1-ctr1-eth0"]);
     });
   });
+  await t.step(
+    "a container ID too long for a file name: the result is kept under a hash",
+    async () => {
+      await withDirs(async (stateDir, fakes) => {
+        const config = chainConfig("1.1.0", stateDir);
+        const vars = { CNI_PATH: fakes.dir, CNI_CONTAINERID: "x".repeat(5000), CNI_IFNAME: "eth0" };
+        const add = await runPlugin("ADD", config, vars);
+        assert.equal(add.code, 0, add.stdout + add.stderr);
+        const files = await stateFiles(stateDir);
+        assert.equal(files.length, 2, `one cached result in ${files}`);
+        assert.match(files[1], /^results\/net1-#[0-9a-f]{16}$/);
+        const check = await runPlugin("CHECK", config, vars); // finds its prevResult in the cache
+        assert.equal(check.code, 0, check.stdout + check.stderr);
+        const again = await runPlugin("ADD", config, vars);
+        assert.equal(again.json?.code, 100, "the attachment is known: a second ADD is refused");
+        const del = await runPlugin("DEL", config, vars);
+        assert.equal(del.code, 0, del.stdout + del.stderr);
+        assert.deepEqual(await stateFiles(stateDir), ["results"], "the cached result is gone");
+      });
+    },
+  );
   await t.step("an outer prevResult is where the nested chain starts", async () => {
     await withDirs(async (stateDir, fakes) => {
       const prevResult = { cniVersion: "1.0.0", interfaces: [{ name: "outer" }] };

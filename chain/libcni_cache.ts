@@ -8,6 +8,7 @@ import type { StateFiles } from "./system.ts";
 import { parseResult } from "./spec/result.ts";
 import type { JsonObject, Result } from "./spec/types.ts";
 import { isObject } from "./spec/config.ts";
+import { shortHash } from "./hash.ts";
 
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";
 
@@ -17,8 +18,23 @@ export interface Attachment {
   ifname: string;
 }
 
+/** The longest file name Linux takes (NAME_MAX). */
+const MAX_FILE_NAME = 255;
+
+/**
+ * `<network>-<containerID>-<ifname>`, libcni's name for an attachment's cached result. When that
+ * is longer than a file name may be (container IDs have no limit), the ID and ifname give way to
+ * a hash of them, so that the file can still be written and found.
+ */
+export function resultFileName(network: string, containerId: string, ifname: string): string {
+  const plain = `${network}-${containerId}-${ifname}`;
+  return new TextEncoder().encode(plain).length <= MAX_FILE_NAME
+    ? plain
+    : `${network}-#${shortHash(`${containerId}\0${ifname}`)}`;
+}
+
 export function cacheFile(cacheDir: string, a: Attachment): string {
-  return `${cacheDir}/results/${a.network}-${a.containerId}-${a.ifname}`;
+  return `${cacheDir}/results/${resultFileName(a.network, a.containerId, a.ifname)}`;
 }
 
 function base64(bytes: Uint8Array): string {

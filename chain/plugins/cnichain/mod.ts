@@ -31,6 +31,7 @@ import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
 import { fileExists, isTempName, removeWithTemps } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
 import { shortHash } from "../../hash.ts";
+import { resultFileName } from "../../libcni_cache.ts";
 
 export const DEFAULT_STATE_DIR = "/var/lib/cni/cnichain";
 export const CHAIN_TYPE = "cnichain";
@@ -112,7 +113,7 @@ export function chainPlugin(check: EntryCheck): Plugin {
   }
 
   function cachePath(cfg: ChainConfig, containerId: string, ifname: string): string {
-    return `${cfg.stateDir}/results/${cfg.chain.name}-${containerId}-${ifname}`;
+    return `${cfg.stateDir}/results/${resultFileName(cfg.chain.name, containerId, ifname)}`;
   }
 
   async function readCache(inv: Invocation, cfg: ChainConfig): Promise<Result | undefined> {
