@@ -152,6 +152,13 @@ class SimNetns implements Netns {
     if (change.up !== undefined) {
       link.flags = change.up ? link.flags | IFF_UP : link.flags & ~IFF_UP;
       words.push(change.up ? "up" : "down");
+      // As the kernel does, a loopback device gets its addresses the first time it comes up.
+      if (change.up && link.name === "lo" && !this.addrs.some((a) => a.index === index)) {
+        this.addrs.push(
+          { index, family: 4, address: "127.0.0.1", prefix: 8, flags: 0x80, scope: 254 },
+          { index, family: 6, address: "::1", prefix: 128, flags: 0x80, scope: 254 },
+        );
+      }
     }
     if (change.promisc !== undefined) words.push(change.promisc ? "promisc on" : "promisc off");
     if (change.mtu) {

@@ -322,6 +322,15 @@ export async function collectElements(
 ): Promise<void> {
   const prefix = `${networkTag(network)} `;
   const doomed = (c: string) => c.startsWith(prefix) && !keep.has(c);
+  // No record and nothing of the network's in the table: nothing to collect, and no reason to
+  // create the state directory and its lock (a GC refused for another reason leaves no trace).
+  if ((await system.files.list(`${stateDir}/nft/${feature.name}`)).length === 0) {
+    const listing = readTable(system);
+    if (
+      deleteLines(listing, feature.sets, doomed).length === 0 &&
+      retireLines(listing, feature, () => false).length === 0
+    ) return;
+  }
   await locked(system, stateDir, async () => {
     const lines = deleteLines(readTable(system), feature.sets, doomed);
     if (lines.length) system.kernel.nft(lines.join("\n"));

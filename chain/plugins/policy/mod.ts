@@ -519,6 +519,15 @@ async function gc(inv: GcInvocation): Promise<void> {
   const keep = new Set(
     inv.validAttachments.map((a) => attachmentTag(inv.conf.name, a.containerID, a.ifname)),
   );
+  // No record and no policy object in nftables: nothing to collect, and no reason to create the
+  // state directory and its lock (a GC refused for another reason leaves no trace).
+  if ((await inv.system.files.list(registryDir(cfg.stateDir))).length === 0) {
+    const listing = readTable(inv.system);
+    if (
+      ![...listing.sets.keys()].some((s) => POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)) &&
+      !listing.chains.some((c) => c === "pol_forward" || /^p[io]_[0-9a-f]+$/.test(c))
+    ) return;
+  }
   await locked(inv.system, cfg.stateDir, async () => {
     for (const record of await readRecords(inv.system, cfg.stateDir)) {
       if (record.network === inv.conf.name && !keep.has(record.tag)) {

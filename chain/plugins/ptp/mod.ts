@@ -77,6 +77,8 @@ async function add(inv: Invocation): Promise<Result> {
     undo.push(() => host.deleteLink(hostVeth.index));
     host.setLink(hostVeth.index, { up: true });
     configureInterface(ns, cont, ips, routes);
+    // Two addresses may share a gateway: its on-link route is made once.
+    const gatewaysRouted = new Set<string>();
     for (const ip of ips) {
       const cidr = parseCidr(ip.address)!;
       const family = cidr.ip.family;
@@ -94,14 +96,17 @@ async function add(inv: Invocation): Promise<Result> {
       } catch (err) {
         if (!(err instanceof OsError && err.code === "ESRCH")) throw err;
       }
-      ns.addRoute({
-        family,
-        dst: ip.gateway!,
-        dstPrefix: hostPrefix(family),
-        oif: cont.index,
-        scope: RT_SCOPE_LINK,
-        src: own,
-      });
+      if (!gatewaysRouted.has(ip.gateway!)) {
+        gatewaysRouted.add(ip.gateway!);
+        ns.addRoute({
+          family,
+          dst: ip.gateway!,
+          dstPrefix: hostPrefix(family),
+          oif: cont.index,
+          scope: RT_SCOPE_LINK,
+          src: own,
+        });
+      }
       if (cidr.prefix < hostPrefix(family)) {
         ns.addRoute({
           family,
