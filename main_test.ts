@@ -109,26 +109,12 @@ Deno.test("a run leaves Deno a code cache of the whole program, so the next run 
       db.close();
     }
     // The program runs as the JavaScript it is: no transpiled copy of it in Deno's emit cache.
-    const emitted = [...walk(`${denoDir}/gen`)].filter((f) => f.includes("cnichain"));
+    const emitted = (await listTree(`${denoDir}/gen`)).filter((f) => f.includes("cnichain"));
     assert.deepEqual(emitted, [], "Deno transpiled the program");
   } finally {
     await Deno.remove(denoDir, { recursive: true });
   }
 });
-
-function* walk(dir: string): Generator<string> {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(dir)];
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
-  }
-  for (const e of entries) {
-    if (e.isDirectory) yield* walk(`${dir}/${e.name}`);
-    else yield `${dir}/${e.name}`;
-  }
-}
 
 Deno.test("plugin mode errors: right code, clear message, nothing written, no step run", async (t) => {
   await withDirs(async (stateDir, fakes) => {

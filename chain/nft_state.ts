@@ -187,7 +187,7 @@ function elementLine(verb: string, e: PlannedElement, tag: string): string {
 }
 
 /** The comment of an existing element, or undefined when there is no such element. */
-function ownerOf(system: System, e: { set: string; key: string }): string | undefined {
+export function ownerOf(system: System, e: { set: string; key: string }): string | undefined {
   const text = system.kernel.nftGet(`get element inet ${TABLE} ${e.set} { ${e.key} }`);
   if (text === undefined) return undefined;
   return /comment "([^"]*)"/.exec(text)?.[1] ?? "";

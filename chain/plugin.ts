@@ -33,7 +33,7 @@ export interface Plugin {
    * what that command does not read (a DEL must not be refused over a field only ADD uses).
    * Without it, everything is checked.
    */
-  validate?(entry: ConfigObject, path: string, version: string, verb?: string): Problem[];
+  validate?(entry: ConfigObject, path: string, version: string, verb?: Verb): Problem[];
   add(inv: Invocation): Promise<Result>;
   del(inv: Invocation): Promise<void>;
   check(inv: Invocation): Promise<void>;

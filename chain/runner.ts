@@ -131,8 +131,8 @@ function checkSteps(run: ChainRun): void {
   for (const [i, entry] of run.conflist.plugins.entries()) {
     const plugin = run.context.registry.get(typeOf(entry));
     const stdin = stepConfig(entry, "ADD", run, undefined);
-    const problems = plugin?.validate?.(stdin, `plugins[${i}]`, run.conflist.cniVersion, "ADD") ??
-      [];
+    const version = run.conflist.cniVersion;
+    const problems = plugin?.validate?.(stdin, `plugins[${i}]`, version, "ADD") ?? [];
     if (problems.length) {
       throw new CniError(
         ErrorCode.InvalidConfig,

@@ -6,7 +6,7 @@
 import { CniError, ErrorCode, invalidConfig, quote } from "./errors.ts";
 import { ID_PATTERN } from "./env.ts";
 import { parseResult } from "./result.ts";
-import type { Result } from "./types.ts";
+import type { Result, Verb } from "./types.ts";
 import { DEFAULT_VERSION, isSupported, pickVersion, SUPPORTED_VERSIONS } from "./version.ts";
 
 /** More steps than this in one chain is code 7 (a bound, documented in the README). */
@@ -114,7 +114,7 @@ export type EntryCheck = (
   entry: ConfigObject,
   path: string,
   version: string,
-  verb?: string,
+  verb?: Verb,
 ) => Problem[];
 
 function flag(raw: ConfigObject, key: string, path: string, problems: Problem[]): boolean {

@@ -16,7 +16,7 @@ import {
   type Problem,
 } from "../../spec/config.ts";
 import { encodeResult, parseResult } from "../../spec/result.ts";
-import type { Result } from "../../spec/types.ts";
+import type { Result, Verb } from "../../spec/types.ts";
 import {
   addSteps,
   type ChainRun,
@@ -55,7 +55,7 @@ export function chainProblems(
   prefix: string,
   version: string,
   check: EntryCheck,
-  verb?: string,
+  verb?: Verb,
 ): Problem[] {
   const problems: Problem[] = [];
   const nested = { cniVersion: version, name: entry.name ?? "x", plugins: entry.plugins };

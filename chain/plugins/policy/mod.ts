@@ -23,10 +23,12 @@ import {
   deleteLines,
   locked,
   networkTag,
+  ownerOf,
   ownersOf,
   readTable,
   retireLines,
   TABLE,
+  type TableListing,
 } from "../../nft_state.ts";
 import {
   type Identity,
@@ -343,7 +345,7 @@ export function installLines(
   for (const set of previous?.memberOf.filter((s) => !plan.memberOf.includes(s)) ?? []) {
     for (const address of previous!.identity.addresses) {
       const family = address.includes(":") ? 6 : 4;
-      if (ownerOf(system, `${set}_${family}`, address) === record.tag) {
+      if (ownerOf(system, { set: `${set}_${family}`, key: address }) === record.tag) {
         leave.push(`delete element inet ${TABLE} ${set}_${family} { ${address} }`);
       }
     }
@@ -364,11 +366,6 @@ export async function writeRecord(
     JSON.stringify({ ...record, memberOf: plan.memberOf }),
     0o600,
   );
-}
-
-export function ownerOf(system: System, set: string, key: string): string | undefined {
-  const text = system.kernel.nftGet(`get element inet ${TABLE} ${set} { ${key} }`);
-  return text === undefined ? undefined : /comment "([^"]*)"/.exec(text)?.[1] ?? "";
 }
 
 /** Removes a pod's elements and chains (the caller holds the lock); only elements still carrying its tag. */
@@ -402,20 +399,22 @@ async function retireIfUnused(system: System, stateDir: string): Promise<void> {
 /** The lines that retire the policy chains and sets, for when no pod is registered. */
 function unusedLines(system: System): string[] {
   const listing = readTable(system);
-  const sets = [...listing.sets.keys()].filter((s) =>
-    POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
-  );
-  const podChains = listing.chains.filter((c) => /^p[io]_[0-9a-f]+$/.test(c));
+  const { sets, podChains } = policyObjects(listing);
   return retireLines(listing, { chains: ["pol_forward", ...podChains], sets }, () => false);
+}
+
+/** The policy step's sets and per-pod chains in a listing of the table it shares. */
+function policyObjects(listing: TableListing): { sets: string[]; podChains: string[] } {
+  return {
+    sets: [...listing.sets.keys()].filter((s) => POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)),
+    podChains: listing.chains.filter((c) => /^p[io]_[0-9a-f]+$/.test(c)),
+  };
 }
 
 /** Without a record (lost, or never written): a pod's rules by the comments and chain names its tag gives. */
 function untrackedLines(system: System, tag: string): string[] {
   const listing = readTable(system);
-  const sets = [...listing.sets.keys()].filter((s) =>
-    POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)
-  );
-  const lines = deleteLines(listing, sets, (c) => c === tag);
+  const lines = deleteLines(listing, policyObjects(listing).sets, (c) => c === tag);
   const h = shortHash(tag);
   for (const chain of [`pi_${h}`, `po_${h}`]) {
     if (listing.chains.includes(chain)) {
@@ -523,10 +522,8 @@ async function gc(inv: GcInvocation): Promise<void> {
   // state directory and its lock (a GC refused for another reason leaves no trace).
   if ((await inv.system.files.list(registryDir(cfg.stateDir))).length === 0) {
     const listing = readTable(inv.system);
-    if (
-      ![...listing.sets.keys()].some((s) => POLICY_MAPS.includes(s) || SELECTOR_SET.test(s)) &&
-      !listing.chains.some((c) => c === "pol_forward" || /^p[io]_[0-9a-f]+$/.test(c))
-    ) return;
+    const { sets, podChains } = policyObjects(listing);
+    if (!sets.length && !podChains.length && !listing.chains.includes("pol_forward")) return;
   }
   await locked(inv.system, cfg.stateDir, async () => {
     for (const record of await readRecords(inv.system, cfg.stateDir)) {
@@ -564,7 +561,7 @@ async function check(inv: Invocation): Promise<void> {
   for (const address of record.identity.addresses) {
     const family = address.includes(":") ? 6 : 4;
     for (const set of [`pol_in${family}`, `pol_out${family}`]) {
-      if (ownerOf(inv.system, set, address) !== tag) {
+      if (ownerOf(inv.system, { set, key: address }) !== tag) {
         throw new CniError(
           ErrorCode.Internal,
           `CHECK: ${address} is not steered to its policy chains (${set})`,
