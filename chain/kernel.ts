@@ -10,6 +10,7 @@ import { inNetns, openNetns } from "../ffi/netns.ts";
 import { close as closeFd, OsError } from "../ffi/libc.ts";
 import { Nftables } from "../ffi/nftables.ts";
 import * as rt from "../ffi/rtnetlink.ts";
+import * as nn from "../ffi/nft_netlink.ts";
 
 export type { Address, Link, LinkChange, RouteEntry, RouteSpec } from "../ffi/rtnetlink.ts";
 export {
@@ -61,10 +62,45 @@ export interface Kernel {
   nftList(command: string): unknown[];
   /** Runs an nft `get` command; its text, or undefined when the object does not exist. */
   nftGet(command: string): string | undefined;
+  /**
+   * Set elements and rule listings without libnftables, for the hot path; only the real
+   * kernel has it (the others take every change through nft(), which they record).
+   */
+  readonly nftElements?: NftElements;
   /** Deletes the host's tracked connections of `proto` to `dstPort` (original direction); returns how many. */
   forgetConnections(family: 4 | 6, proto: number, dstPort: number): number;
   /** Releases sockets; safe to call twice. */
   close(): void;
+}
+
+const ENOENT = 2;
+
+/** An element change in one of cnichain's nftables sets. */
+export interface ElementChange {
+  /** "create" fails with EEXIST when the key is already there; "add" leaves it be. */
+  verb: "add" | "create" | "delete";
+  element: nn.ElementSpec;
+}
+
+/** nftables set elements straight over netlink (ffi/nft_netlink.ts), in the host namespace. */
+export interface NftElements {
+  /** The comments of a chain's rules in order ("" for none); [] when the chain is missing. */
+  ruleComments(table: string, chain: string): string[];
+  /**
+   * Applies the changes as one transaction: all or none. Undefined when done, else the
+   * first refusal (ENOENT: no such table, set or element; EEXIST: the key is taken).
+   */
+  apply(
+    table: string,
+    types: Map<string, nn.SetType>,
+    changes: ElementChange[],
+  ): { errno: number; message: string; change: ElementChange } | undefined;
+  /** Each element's comment ("" when it has none), or undefined where it does not exist. */
+  comments(
+    table: string,
+    types: Map<string, nn.SetType>,
+    elements: nn.ElementSpec[],
+  ): (string | undefined)[];
 }
 
 /** The container's namespace is gone (DEL treats that as nothing left to do). */
@@ -252,7 +288,47 @@ class RealNetns implements Netns {
 export function realKernel(): Kernel {
   const spaces = new Map<string, RealNetns>();
   let nft: Nftables | undefined;
-  let conntrack: NetlinkSocket | undefined;
+  // One NETLINK_NETFILTER socket serves conntrack and nf_tables alike.
+  let netfilter: NetlinkSocket | undefined;
+  const nfSocket = () => (netfilter ??= NetlinkSocket.open(NETLINK_NETFILTER));
+  const nftElements: NftElements = {
+    ruleComments(table, chain) {
+      try {
+        return nfSocket().dump((seq) => nn.ruleDumpMessage(seq, table, chain), "NFT_MSG_GETRULE")
+          .map((r) => nn.ruleComment(r) ?? "");
+      } catch (err) {
+        if (err instanceof OsError && err.code === "ENOENT") return [];
+        throw err;
+      }
+    },
+    apply(table, types, changes) {
+      const answers = nfSocket().many([
+        nn.batchBegin,
+        ...changes.map((c) => (seq: number) =>
+          nn.elementMessage(c.verb, seq, table, types, c.element)
+        ),
+        nn.batchEnd,
+      ], "nftables batch");
+      // Refusing one message aborts the batch; the others are ACKed all the same.
+      const i = answers.findIndex((a) => a.errno !== 0);
+      if (i < 0) return undefined;
+      return { errno: answers[i].errno, message: answers[i].message, change: changes[i - 1] };
+    },
+    comments(table, types, elements) {
+      const answers = nfSocket().many(
+        elements.map((e) => (seq: number) => nn.getElementMessage(seq, table, types, e)),
+        "NFT_MSG_GETSETELEM",
+      );
+      return answers.map((a, i) => {
+        if (a.errno === ENOENT) return undefined;
+        if (a.errno !== 0) {
+          const e = elements[i];
+          throw new OsError(`NFT_MSG_GETSETELEM ${e.set} { ${e.key} }`, a.errno, a.message);
+        }
+        return a.replies[0] ? nn.elementComment(a.replies[0]) : undefined;
+      });
+    },
+  };
   const get = (path: string) => {
     let ns = spaces.get(path);
     if (!ns) {
@@ -272,6 +348,7 @@ export function realKernel(): Kernel {
   return {
     host: () => get(""),
     netns: (path) => get(path),
+    nftElements,
     nft(commands) {
       nft ??= new Nftables();
       nft.run(commands);
@@ -286,8 +363,7 @@ export function realKernel(): Kernel {
       }
     },
     forgetConnections(family, proto, dstPort) {
-      conntrack ??= NetlinkSocket.open(NETLINK_NETFILTER);
-      const sock = conntrack;
+      const sock = nfSocket();
       const doomed = sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
         .map(ct.parseEntry)
         .filter((t): t is ct.Tuple =>
@@ -321,8 +397,8 @@ export function realKernel(): Kernel {
       spaces.clear();
       nft?.close();
       nft = undefined;
-      conntrack?.close();
-      conntrack = undefined;
+      netfilter?.close();
+      netfilter = undefined;
     },
   };
 }

@@ -5,7 +5,9 @@
  * JSON listing.
  */
 import { listSwept, type System } from "./system.ts";
-import { shortHash } from "./hash.ts";
+import type { NftElements } from "./kernel.ts";
+import { type SetType, setTypes } from "../ffi/nft_netlink.ts";
+import { quickHash, shortHash } from "./hash.ts";
 
 export const TABLE = "cnichain";
 
@@ -162,6 +164,43 @@ export interface Feature {
   skeleton(): string[];
 }
 
+/** The comment on each of a feature's rules: which feature, and which version of its skeleton. */
+function ruleStamp(feature: Feature): string {
+  return `cnichain ${feature.name} ${quickHash(feature.skeleton().join("\n"))}`;
+}
+
+/** The feature's skeleton with every rule stamped (see rulesCurrent). */
+export function skeletonLines(feature: Feature): string[] {
+  const stamp = ruleStamp(feature);
+  return feature.skeleton().map((l) => l.startsWith("add rule ") ? `${l} comment "${stamp}"` : l);
+}
+
+/**
+ * Whether each of the feature's chains holds exactly the rules this version of cnichain writes,
+ * so that an ADD may add its elements alone. Otherwise (the table deleted or flushed, rules an
+ * older cnichain wrote) the ADD rewrites the skeleton with libnftables first.
+ */
+function rulesCurrent(fast: NftElements, feature: Feature): boolean {
+  const stamp = ruleStamp(feature);
+  const rules = skeletonLines(feature).filter((l) => l.startsWith("add rule "));
+  return feature.chains.every((chain) => {
+    const want = rules.filter((l) => l.startsWith(`add rule inet ${TABLE} ${chain} `)).length;
+    const have = fast.ruleComments(TABLE, chain);
+    return have.length === want && have.every((c) => c === stamp);
+  });
+}
+
+const typesByFeature = new Map<string, Map<string, SetType>>();
+
+function typesOf(feature: Feature): Map<string, SetType> {
+  let types = typesByFeature.get(feature.name);
+  if (!types) typesByFeature.set(feature.name, types = setTypes(feature.skeleton()));
+  return types;
+}
+
+const EEXIST = 17;
+const ENOENT = 2;
+
 export interface PlannedElement {
   set: string;
   key: string;
@@ -232,9 +271,60 @@ export async function installElements(
 ): Promise<void> {
   const file = registryFile(stateDir, feature, tag);
   await locked(system, stateDir, async () => {
+    if (!addFast(system, feature, tag, elements)) {
+      addWithSkeleton(system, feature, tag, elements, taken);
+    }
+    const registration: Registration = {
+      tag,
+      elements: elements.map(({ set, key }) => ({ set, key })),
+    };
+    await system.files.mkdir(`${stateDir}/nft/${feature.name}`, 0o700);
+    await system.files.writeAtomic(file, JSON.stringify(registration), 0o600);
+  });
+}
+
+/**
+ * The common case, without libnftables: the skeleton stands as written, and the elements go in
+ * with one netlink batch. False when the slow path must run: no fast path (dry run, tests'
+ * memory kernel), rules missing or stale, a set missing, or a key taken.
+ */
+function addFast(
+  system: System,
+  feature: Feature,
+  tag: string,
+  elements: PlannedElement[],
+): boolean {
+  const fast = system.kernel.nftElements;
+  if (!fast || !rulesCurrent(fast, feature)) return false;
+  const refused = fast.apply(
+    TABLE,
+    typesOf(feature),
+    elements.map((e) => ({
+      verb: e.exclusive ? "create" : "add",
+      element: { set: e.set, key: e.key, value: e.value, comment: tag },
+    })),
+  );
+  if (!refused) return true;
+  if (refused.errno === EEXIST || refused.errno === ENOENT) return false;
+  const { set, key } = refused.change.element;
+  throw new Error(
+    `nftables: add element ${set} { ${key} }: ${refused.message || `errno ${refused.errno}`}`,
+  );
+}
+
+/** Writes the skeleton and the elements with libnftables, settling a taken key by its owner. */
+function addWithSkeleton(
+  system: System,
+  feature: Feature,
+  tag: string,
+  elements: PlannedElement[],
+  taken: (element: PlannedElement, owner: string) => Error,
+): void {
+  const skeleton = skeletonLines(feature);
+  {
     const create = elements.map((e) => elementLine(e.exclusive ? "create" : "add", e, tag));
     try {
-      system.kernel.nft([...feature.skeleton(), ...create].join("\n"));
+      system.kernel.nft([...skeleton, ...create].join("\n"));
     } catch (err) {
       if (!/File exists/.test(String(err))) throw err;
       // Whose are they? Another attachment's: refuse. Our own (an ADD repeated after a crash): replace.
@@ -247,17 +337,10 @@ export async function installElements(
       }
       const replace = ours.map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
       system.kernel.nft(
-        [...feature.skeleton(), ...replace, ...elements.map((e) => elementLine("add", e, tag))]
-          .join("\n"),
+        [...skeleton, ...replace, ...elements.map((e) => elementLine("add", e, tag))].join("\n"),
       );
     }
-    const registration: Registration = {
-      tag,
-      elements: elements.map(({ set, key }) => ({ set, key })),
-    };
-    await system.files.mkdir(`${stateDir}/nft/${feature.name}`, 0o700);
-    await system.files.writeAtomic(file, JSON.stringify(registration), 0o600);
-  });
+  }
 }
 
 /** When no attachment of the feature is registered any more, removes its chains and sets (and the table if empty). */
@@ -295,14 +378,37 @@ export async function removeElements(
     const bytes = await system.files.read(file);
     let lines: string[] | undefined;
     if (bytes) {
+      let reg: Registration | undefined;
       try {
-        const reg = JSON.parse(new TextDecoder().decode(bytes)) as Registration;
-        const owners = ownersOf(system, reg.elements);
-        lines = reg.elements
-          .filter((_, i) => owners[i] === tag)
-          .map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
+        reg = JSON.parse(new TextDecoder().decode(bytes)) as Registration;
+        if (!reg.elements.every((e) => typesOf(feature).has(e.set))) reg = undefined;
       } catch {
-        lines = undefined; // a damaged record: go by the comments instead
+        reg = undefined; // a damaged record (or an older cnichain's): go by the comments instead
+      }
+      if (reg) {
+        const fast = system.kernel.nftElements;
+        const owners = fast
+          ? fast.comments(TABLE, typesOf(feature), reg.elements)
+          : ownersOf(system, reg.elements);
+        const ours = reg.elements.filter((_, i) => owners[i] === tag);
+        if (fast) {
+          const refused = ours.length
+            ? fast.apply(
+              TABLE,
+              typesOf(feature),
+              ours.map((element) => ({ verb: "delete", element })),
+            )
+            : undefined;
+          if (refused) {
+            const { set, key } = refused.change.element;
+            throw new Error(
+              `nftables: delete element ${set} { ${key} }: ${
+                refused.message || `errno ${refused.errno}`
+              }`,
+            );
+          }
+          lines = [];
+        } else lines = ours.map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
       }
     }
     lines ??= deleteLines(readTable(system), feature.sets, (c) => c === tag);

@@ -5,6 +5,7 @@
  */
 import * as libc from "./libc.ts";
 import {
+  NLM_F_ACK,
   NLM_F_DUMP_INTR,
   NLMSG_DONE,
   NLMSG_ERROR,
@@ -13,6 +14,15 @@ import {
   parseReplies,
   type Reply,
 } from "./netlink.ts";
+
+/** What the kernel answered to one of several messages sent together. */
+export interface Answer {
+  replies: Reply[];
+  /** 0: done. */
+  errno: number;
+  /** The kernel's extended-ack message, when it gave one. */
+  message: string;
+}
 
 export const NETLINK_ROUTE = 0;
 export const NETLINK_NETFILTER = 12;
@@ -120,6 +130,45 @@ export class NetlinkSocket {
       const { replies, interrupted } = this.#exchange(build, what, true);
       if (!interrupted || attempt >= DUMP_RETRIES) return replies;
     }
+  }
+
+  /**
+   * Several messages in one send (an nftables batch, or lookups): by position, each one's
+   * replies and its errno (0 for an ACK). Every message with NLM_F_ACK gets an answer; one
+   * without (a batch marker) gets none unless the kernel refuses it, which throws.
+   */
+  many(builds: ((seq: number) => Uint8Array)[], what: string): Answer[] {
+    if (this.#fd < 0) throw new Error(`${what}: netlink socket is closed`);
+    const seqs = builds.map(() => this.#next());
+    const parts = builds.map((build, i) => build(seqs[i]));
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    const answers: Answer[] = parts.map(() => ({ replies: [], errno: 0, message: "" }));
+    const position = new Map(seqs.map((seq, i) => [seq, i]));
+    const waiting = new Set(
+      parts.flatMap((p, i) => (new DataView(p.buffer).getUint16(6, true) & NLM_F_ACK ? [i] : [])),
+    );
+    libc.send(this.#fd, out, what);
+    while (waiting.size) {
+      const n = libc.recv(this.#fd, this.#buf, what);
+      for (const reply of parseReplies(this.#buf.subarray(0, n))) {
+        const i = position.get(reply.seq);
+        if (i === undefined || reply.type === NLMSG_NOOP) continue;
+        if (reply.type !== NLMSG_ERROR) {
+          answers[i].replies.push({ ...reply, payload: reply.payload.slice() });
+          continue;
+        }
+        const { errno, message } = parseError(reply);
+        if (!waiting.delete(i)) throw new libc.OsError(what, errno, message);
+        answers[i].errno = errno;
+        answers[i].message = message;
+      }
+    }
+    return answers;
   }
 
   /** Safe to call twice. */

@@ -22,10 +22,13 @@ import {
   link,
   masqueradeRules,
   MODE,
+  nftRuleset,
   ping,
   pingWithin,
+  type Pod,
   type Result,
   routes,
+  run,
   snapshot,
   sysctl,
   withLab,
@@ -278,6 +281,47 @@ kernelTest(
     assert.deepEqual(await masqueradeRules(lab.host, address), [], `no rule mentions ${address}`);
     await assertNoLeak(lab.host, before, KEEP_BRIDGE_AND_IPTABLES);
   },
+);
+
+kernelTest(
+  "bridge: an ADD puts back masquerade rules flushed by hand or left by an older cnichain",
+  async (lab, v) => {
+    const before = await snapshot(lab.host);
+    const conf = bridgeConf(lab, v, { ipMasq: true });
+    const nft = (command: string) =>
+      run(["/usr/sbin/ip", "netns", "exec", lab.host, "/usr/sbin/nft", command], command);
+    const masqRules = async () =>
+      (await nftRuleset(lab.host)).filter((o) =>
+        (o.rule as { chain?: string } | undefined)?.chain === "masq"
+      ).length;
+    const results: [Pod, Result][] = [];
+    const addOne = async () => {
+      const pod = await lab.addPod();
+      results.push([
+        pod,
+        assertOk(await lab.cni("ADD", conf, { pod }), "ADD") as unknown as Result,
+      ]);
+    };
+    await addOne();
+    const rules = await masqRules();
+    assert.ok(rules > 0, "ADD wrote masquerade rules");
+    // The sets and their elements stay: only the rules are gone, so adding elements is not enough.
+    await nft("flush chain inet cnichain masq");
+    await addOne();
+    assert.equal(await masqRules(), rules, "the next ADD rewrote them");
+    // An older cnichain's rules: right chain, no stamp of this version's skeleton.
+    await nft("flush chain inet cnichain masq");
+    await nft("add rule inet cnichain masq ip saddr @masq4 masquerade");
+    await addOne();
+    assert.equal(await masqRules(), rules, "the next ADD replaced them");
+    for (const [pod, result] of results) {
+      const address = bare(result.ips![0].address);
+      assert.ok((await masqueradeRules(lab.host, address))?.length, `${address} is masqueraded`);
+      assertOk(await lab.cni("DEL", { ...conf, prevResult: result }, { pod }), "DEL");
+    }
+    await assertNoLeak(lab.host, before, KEEP_BRIDGE_AND_IPTABLES);
+  },
+  { only: "cnichain" },
 );
 
 kernelTest(
