@@ -198,6 +198,13 @@ function typesOf(feature: Feature): Map<string, SetType> {
   return types;
 }
 
+/**
+ * The most elements the fast path changes or looks up at once: each is a message of its own and
+ * gets an ACK of its own, and a few thousand of those would overflow the socket's buffers.
+ * Attachments with more (hundreds of host ports) go through libnftables, which pages its batches.
+ */
+const FAST_LIMIT = 64;
+
 const EEXIST = 17;
 const ENOENT = 2;
 
@@ -295,7 +302,7 @@ function addFast(
   elements: PlannedElement[],
 ): boolean {
   const fast = system.kernel.nftElements;
-  if (!fast || !rulesCurrent(fast, feature)) return false;
+  if (!fast || elements.length > FAST_LIMIT || !rulesCurrent(fast, feature)) return false;
   const refused = fast.apply(
     TABLE,
     typesOf(feature),
@@ -386,7 +393,7 @@ export async function removeElements(
         reg = undefined; // a damaged record (or an older cnichain's): go by the comments instead
       }
       if (reg) {
-        const fast = system.kernel.nftElements;
+        const fast = reg.elements.length <= FAST_LIMIT ? system.kernel.nftElements : undefined;
         const owners = fast
           ? fast.comments(TABLE, typesOf(feature), reg.elements)
           : ownersOf(system, reg.elements);

@@ -36,6 +36,7 @@ import {
   sysctl,
 } from "../../../test/netns.ts";
 import { probe, type ProbeResult, serve, type Server, target } from "../../../test/net_probe.ts";
+import { MAX_PORT_MAPPINGS } from "./mod.ts";
 
 const IP = "/usr/sbin/ip";
 const NFT = "/usr/sbin/nft";
@@ -669,6 +670,26 @@ portmapTest(
     );
     assertOk(await lab.cni("DEL", { ...bridgeConf, prevResult: prev }, { pod }), "bridge DEL");
   },
+);
+
+portmapTest(
+  "portmap: a pod with the most host ports allowed, the table already there, is added and deleted whole",
+  async ({ lab, v }) => {
+    // Small attachments change elements over netlink in one batch; this one would overflow the
+    // socket's buffers that way (EMSGSIZE) and goes through libnftables, in pages.
+    const net = new Net(lab, v, "10.47.0.0/24");
+    const a = await net.attach(await lab.addPod("a"), [tcp(18680)]);
+    const many = Array.from({ length: MAX_PORT_MAPPINGS }, (_, i) => tcp(20000 + i));
+    const b = await net.attach(await lab.addPod("b"), many);
+    const dnat = ownedBy(await pmElements(lab), b.id).filter((e) => e.set === "pm_dnat4");
+    assert.equal(dnat.length, many.length, "one DNAT element per host port");
+    assertOk(await net.del(b.pod, { prevResult: b.result, mappings: many }), "DEL of b");
+    assert.deepEqual(ownedBy(await pmElements(lab), b.id), [], "no element of b is left");
+    assert.equal(ownedBy(await pmElements(lab), a.id).length > 0, true, "a keeps its mapping");
+    assertOk(await net.del(a.pod, { prevResult: a.result }), "DEL of a");
+    await assertNoPmElements(lab, "after both DELs");
+  },
+  { only: "cnichain" },
 );
 
 portmapTest(
