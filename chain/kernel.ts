@@ -284,6 +284,22 @@ class RealNetns implements Netns {
   }
 }
 
+/**
+ * The calling thread's namespace's tracked `proto` connections to `dstPort`, read from
+ * /proc (see ct.procEntries); undefined when the kernel has no such file (built without
+ * CONFIG_NF_CONNTRACK_PROCFS), and the netlink dump has to do.
+ */
+function procConnections(family: 4 | 6, proto: number, dstPort: number): ct.Tuple[] | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync("/proc/thread-self/net/nf_conntrack");
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+  return ct.procEntries(text, family, proto, dstPort);
+}
+
 /** The Kernel that changes the machine. Sockets and libraries open on first use. */
 export function realKernel(): Kernel {
   const spaces = new Map<string, RealNetns>();
@@ -364,11 +380,12 @@ export function realKernel(): Kernel {
     },
     forgetConnections(family, proto, dstPort) {
       const sock = nfSocket();
-      const doomed = sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
-        .map(ct.parseEntry)
-        .filter((t): t is ct.Tuple =>
-          t !== undefined && t.proto === proto && t.dstPort === dstPort
-        );
+      const doomed = procConnections(family, proto, dstPort) ??
+        sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
+          .map(ct.parseEntry)
+          .filter((t): t is ct.Tuple =>
+            t !== undefined && t.proto === proto && t.dstPort === dstPort
+          );
       let gone = 0;
       for (const t of doomed) {
         try {

@@ -106,3 +106,31 @@ export function parseEntry(reply: Reply): Tuple | undefined {
     dstPort: (dport[0] << 8) | dport[1],
   };
 }
+
+/**
+ * The entries of /proc/net/nf_conntrack (one per line: `ipv4 2 udp 17 29 src=.. dst=.. sport=..
+ * dport=.. ... src=.. (reply)`) that are `proto` connections to `dstPort` in their original
+ * direction. The kernel writes that file walking its hash under RCU alone: for an almost empty
+ * table it takes half a millisecond where a netlink dump, which takes a lock per bucket of the
+ * hash (262,144 of them on a 24 GiB machine), takes six. Lines are only parsed when they could
+ * match, so a busy table costs a string search.
+ */
+export function procEntries(text: string, family: 4 | 6, proto: number, dstPort: number): Tuple[] {
+  const out: Tuple[] = [];
+  const needle = ` dport=${dstPort} `;
+  const l3 = family === 4 ? "ipv4" : "ipv6";
+  for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + needle.length)) {
+    const start = text.lastIndexOf("\n", at) + 1;
+    const end = text.indexOf("\n", at);
+    const line = text.slice(start, end < 0 ? text.length : end);
+    const fields = line.split(/\s+/);
+    if (fields[0] !== l3 || Number(fields[3]) !== proto) continue;
+    // The first src, dst, sport and dport are the original direction's; the reply's follow.
+    const first = (key: string) =>
+      fields.find((f) => f.startsWith(`${key}=`))?.slice(key.length + 1);
+    const [src, dst, sport, dport] = ["src", "dst", "sport", "dport"].map(first);
+    if (!src || !dst || !sport || Number(dport) !== dstPort) continue;
+    out.push({ family, src, dst, proto, srcPort: Number(sport), dstPort });
+  }
+  return out;
+}
