@@ -328,25 +328,23 @@ function addWithSkeleton(
   taken: (element: PlannedElement, owner: string) => Error,
 ): void {
   const skeleton = skeletonLines(feature);
-  {
-    const create = elements.map((e) => elementLine(e.exclusive ? "create" : "add", e, tag));
-    try {
-      system.kernel.nft([...skeleton, ...create].join("\n"));
-    } catch (err) {
-      if (!/File exists/.test(String(err))) throw err;
-      // Whose are they? Another attachment's: refuse. Our own (an ADD repeated after a crash): replace.
-      const ours: PlannedElement[] = [];
-      for (const e of elements.filter((e) => e.exclusive)) {
-        const owner = ownerOf(system, e);
-        if (owner === undefined) continue;
-        if (owner !== tag) throw taken(e, owner);
-        ours.push(e);
-      }
-      const replace = ours.map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
-      system.kernel.nft(
-        [...skeleton, ...replace, ...elements.map((e) => elementLine("add", e, tag))].join("\n"),
-      );
+  const create = elements.map((e) => elementLine(e.exclusive ? "create" : "add", e, tag));
+  try {
+    system.kernel.nft([...skeleton, ...create].join("\n"));
+  } catch (err) {
+    if (!/File exists/.test(String(err))) throw err;
+    // Whose are they? Another attachment's: refuse. Our own (an ADD repeated after a crash): replace.
+    const ours: PlannedElement[] = [];
+    for (const e of elements.filter((e) => e.exclusive)) {
+      const owner = ownerOf(system, e);
+      if (owner === undefined) continue;
+      if (owner !== tag) throw taken(e, owner);
+      ours.push(e);
     }
+    const replace = ours.map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
+    system.kernel.nft(
+      [...skeleton, ...replace, ...elements.map((e) => elementLine("add", e, tag))].join("\n"),
+    );
   }
 }
 
