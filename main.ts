@@ -13,8 +13,9 @@ import { processEnv } from "./chain/spec/env.ts";
 
 /** The name the program was run by, symlinks unresolved (`/opt/cni/bin/bridge` -> "bridge"). */
 function invokedName(): string {
-  const path = decodeURIComponent(new URL(Deno.mainModule).pathname);
-  return path.slice(path.lastIndexOf("/") + 1).replace(/\.(ts|js)$/, "");
+  // String work, not `new URL()`: Deno's URL parser costs 0.2 ms on its first use in a process.
+  const url = Deno.mainModule;
+  return decodeURIComponent(url.slice(url.lastIndexOf("/") + 1)).replace(/\.(ts|js)$/, "");
 }
 
 /** A variable's value, "" when it is set but not UTF-8 (dispatch() reports those, code 4). */
