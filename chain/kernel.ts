@@ -7,7 +7,16 @@
 import { NETLINK_NETFILTER, NetlinkSocket } from "../ffi/netlink_socket.ts";
 import * as ct from "../ffi/conntrack.ts";
 import { inNetns, openNetns } from "../ffi/netns.ts";
-import { close as closeFd, OsError } from "../ffi/libc.ts";
+import {
+  close as closeFd,
+  O_CLOEXEC,
+  O_RDONLY,
+  O_WRONLY,
+  open as openFd,
+  OsError,
+  readAll,
+  writeAll,
+} from "../ffi/libc.ts";
 import { Nftables } from "../ffi/nftables.ts";
 import * as rt from "../ffi/rtnetlink.ts";
 import * as nn from "../ffi/nft_netlink.ts";
@@ -268,7 +277,7 @@ class RealNetns implements Netns {
   readSysctl(key: string): string | undefined {
     const read = () => {
       try {
-        return Deno.readTextFileSync(sysctlPath(key)).trim();
+        return new TextDecoder().decode(readProcFile(sysctlPath(key))).trim();
       } catch {
         return undefined;
       }
@@ -278,7 +287,15 @@ class RealNetns implements Netns {
 
   writeSysctl(key: string, value: string): void {
     // /proc/sys/net follows the namespace of the thread that opens it, hence the window.
-    const write = () => Deno.writeTextFileSync(sysctlPath(key), value);
+    const write = () => {
+      const path = sysctlPath(key);
+      const fd = openFd(path, O_WRONLY | O_CLOEXEC);
+      try {
+        writeAll(fd, new TextEncoder().encode(value), `write ${JSON.stringify(path)}`);
+      } finally {
+        closeFd(fd);
+      }
+    };
     if (this.path === "") write();
     else inNetns(this.path, write);
   }
@@ -290,14 +307,24 @@ class RealNetns implements Netns {
  * CONFIG_NF_CONNTRACK_PROCFS), and the netlink dump has to do.
  */
 function procConnections(family: 4 | 6, proto: number, dstPort: number): ct.Tuple[] | undefined {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = Deno.readTextFileSync("/proc/thread-self/net/nf_conntrack");
+    bytes = readProcFile("/proc/thread-self/net/nf_conntrack");
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return undefined;
+    if (err instanceof OsError && err.code === "ENOENT") return undefined;
     throw err;
   }
-  return ct.procEntries(text, family, proto, dstPort);
+  return ct.procEntries(new TextDecoder().decode(bytes), family, proto, dstPort);
+}
+
+/** A /proc file's bytes, read to the end (its size says 0). */
+function readProcFile(path: string): Uint8Array {
+  const fd = openFd(path, O_RDONLY | O_CLOEXEC);
+  try {
+    return readAll(fd, `read ${JSON.stringify(path)}`);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 /** The Kernel that changes the machine. Sockets and libraries open on first use. */

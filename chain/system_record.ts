@@ -18,10 +18,13 @@ function preview(data: Uint8Array): string {
 
 const nothing: StateFiles = {
   read: () => Promise.resolve(undefined),
+  readSync: () => undefined,
   list: () => Promise.resolve([]),
   mkdir: () => Promise.resolve(),
   writeAtomic: () => Promise.resolve(),
+  overwrite: () => Promise.resolve(),
   createExclusive: () => Promise.resolve(true),
+  link: () => Promise.resolve(true),
   remove: () => Promise.resolve(false),
   withLock: (_path, fn) => fn(),
 };
@@ -46,6 +49,13 @@ export class OverlayFiles implements StateFiles {
     return await this.base.read(path, limit);
   }
 
+  readSync(path: string): Uint8Array | undefined {
+    const mine = this.#files.get(path);
+    if (mine !== undefined) return mine?.data;
+    return this.base.readSync(path);
+  }
+
+  /** The names in `dir`: files and, as on a real file system, directories. */
   async list(dir: string): Promise<string[]> {
     const names = new Set(await this.base.list(dir));
     for (const [path, entry] of this.#files) {
@@ -53,6 +63,10 @@ export class OverlayFiles implements StateFiles {
       const name = path.slice(dir.length + 1);
       if (entry) names.add(name);
       else names.delete(name);
+    }
+    const inside = `${dir === "/" ? "" : dir}/`;
+    for (const path of [...this.#dirs, ...[...this.#files.keys()].map(dirname)]) {
+      if (path.startsWith(inside)) names.add(path.slice(inside.length).split("/")[0]);
     }
     return [...names].sort();
   }
@@ -80,11 +94,25 @@ export class OverlayFiles implements StateFiles {
     return Promise.resolve();
   }
 
+  overwrite(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+    return this.writeAtomic(path, data, mode);
+  }
+
   async createExclusive(path: string, data: Uint8Array | string, mode = 0o600): Promise<boolean> {
     if ((await this.read(path)) !== undefined) return false;
     const bytes = toBytes(data);
     this.#files.set(path, { data: bytes, mode });
     this.effects.push({ op: "create file", target: path, detail: preview(bytes) });
+    return true;
+  }
+
+  /** A second name for the same content (a copy here: nothing writes a file twice). */
+  async link(existing: string, path: string): Promise<boolean> {
+    const data = await this.read(existing);
+    if (data === undefined) throw new Error(`link ${JSON.stringify(path)}: no file ${existing}`);
+    if ((await this.read(path)) !== undefined) return false;
+    this.#files.set(path, { data, mode: this.#files.get(existing)?.mode ?? 0o600 });
+    this.effects.push({ op: "link file", target: path, detail: `to ${existing}` });
     return true;
   }
 

@@ -39,6 +39,19 @@ Deno.test("RealFiles writes state files whole, with the mode asked for", async (
         assert.equal(await files.read(`${dir}/missing`), undefined);
       }),
   );
+  await t.step(
+    "overwrite() writes in place: a shorter value leaves nothing of the longer one",
+    () =>
+      withDir(async (dir) => {
+        await files.overwrite(`${dir}/last_reserved_ip.0`, "10.99.0.100", 0o600);
+        const inode = (await Deno.stat(`${dir}/last_reserved_ip.0`)).ino;
+        await files.overwrite(`${dir}/last_reserved_ip.0`, "10.99.0.9");
+        assert.equal(await Deno.readTextFile(`${dir}/last_reserved_ip.0`), "10.99.0.9");
+        assert.equal((await Deno.stat(`${dir}/last_reserved_ip.0`)).ino, inode, "the same file");
+        assert.equal((await Deno.stat(`${dir}/last_reserved_ip.0`)).mode! & 0o777, 0o600);
+        assert.deepEqual(await listTree(dir), ["last_reserved_ip.0"]);
+      }),
+  );
   await t.step("remove() says whether there was something to remove", () =>
     withDir(async (dir) => {
       await files.writeAtomic(`${dir}/f`, "x");

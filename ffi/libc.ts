@@ -22,6 +22,24 @@ const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: INT },
   // int setns(int fd, int nstype)
   setns: { parameters: ["i32", "i32"], result: INT },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { parameters: ["i32", "buffer", "usize"], result: SSIZE },
+  // ssize_t write(int fd, const void *buf, size_t count)
+  write: { parameters: ["i32", "buffer", "usize"], result: SSIZE },
+  // int fchmod(int fd, mode_t mode)
+  fchmod: { parameters: ["i32", "u32"], result: INT },
+  // int ftruncate(int fd, off_t length)
+  ftruncate: { parameters: ["i32", "i64"], result: INT },
+  // int flock(int fd, int operation)
+  flock: { parameters: ["i32", "i32"], result: INT },
+  // int mkdir(const char *path, mode_t mode)
+  mkdir: { parameters: ["buffer", "u32"], result: INT },
+  // int link(const char *oldpath, const char *newpath)
+  link: { parameters: ["buffer", "buffer"], result: INT },
+  // int rename(const char *oldpath, const char *newpath)
+  rename: { parameters: ["buffer", "buffer"], result: INT },
+  // int unlink(const char *path)
+  unlink: { parameters: ["buffer"], result: INT },
   // int *__errno_location(void)
   __errno_location: { parameters: [], result: POINTER },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -30,7 +48,10 @@ let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
 
 /**
  * libc, opened on first use so that commands that never touch the kernel never
- * load it. The table holds only what the hot path calls.
+ * load it. The table holds only what the hot path calls: netlink sockets,
+ * namespaces, and the state files (through libc rather than Deno's file API,
+ * whose calls cost 0.02-0.2 ms each on first use in a process: a plugin run
+ * is nothing but first uses).
  */
 function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
   lib ??= Deno.dlopen("libc.so.6", symbols);
@@ -49,11 +70,18 @@ const ERRNO_NAMES: Record<number, [string, string]> = {
   13: ["EACCES", "Permission denied"],
   16: ["EBUSY", "Device or resource busy"],
   17: ["EEXIST", "File exists"],
+  18: ["EXDEV", "Invalid cross-device link"],
   19: ["ENODEV", "No such device"],
+  20: ["ENOTDIR", "Not a directory"],
+  21: ["EISDIR", "Is a directory"],
   22: ["EINVAL", "Invalid argument"],
   24: ["EMFILE", "Too many open files"],
   28: ["ENOSPC", "No space left on device"],
+  30: ["EROFS", "Read-only file system"],
+  31: ["EMLINK", "Too many links"],
   34: ["ERANGE", "Numerical result out of range"],
+  36: ["ENAMETOOLONG", "File name too long"],
+  40: ["ELOOP", "Too many levels of symbolic links"],
   75: ["EOVERFLOW", "Value too large for defined data type"],
   90: ["EMSGSIZE", "Message too long"],
   93: ["EPROTONOSUPPORT", "Protocol not supported"],
@@ -64,6 +92,7 @@ const ERRNO_NAMES: Record<number, [string, string]> = {
   101: ["ENETUNREACH", "Network is unreachable"],
   105: ["ENOBUFS", "No buffer space available"],
   110: ["ETIMEDOUT", "Connection timed out"],
+  122: ["EDQUOT", "Disk quota exceeded"],
 };
 
 export function errnoName(errno: number): string {
@@ -93,13 +122,27 @@ function check(result: number, what: string): number {
   return result;
 }
 
-export const cString = (s: string): Uint8Array => new TextEncoder().encode(`${s}\0`);
+const encoder = new TextEncoder();
+
+/** A C string; a NUL inside would cut the path short where the caller cannot see it. */
+export function cString(s: string): Uint8Array {
+  if (s.includes("\0")) throw new Error(`${JSON.stringify(s)} contains a NUL byte`);
+  return encoder.encode(`${s}\0`);
+}
 
 export const AF_NETLINK = 16;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0o2000000;
 export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
 export const O_CLOEXEC = 0o2000000;
+export const LOCK_EX = 2;
+export const ENOENT = 2;
+export const EINTR = 4;
+export const EEXIST = 17;
 export const CLONE_NEWNET = 0x40000000;
 export const SOL_SOCKET = 1;
 export const SO_RCVTIMEO = 20;
@@ -133,8 +176,7 @@ export function recv(fd: number, buf: Uint8Array, what: string): number {
   while (true) {
     const n = ssize(libc().recv(fd, buf, BigInt(buf.length), 0));
     if (n >= 0) return n;
-    const e = errno();
-    if (e !== 4) throw new OsError(what, e);
+    failUnlessInterrupted(what);
   }
 }
 
@@ -142,8 +184,88 @@ export function close(fd: number): void {
   libc().close(fd);
 }
 
-export function open(path: string, flags: number): number {
-  return check(int(libc().open(cString(path), flags, 0)), `open ${JSON.stringify(path)}`);
+export function open(path: string, flags: number, mode = 0): number {
+  return check(int(libc().open(cString(path), flags, mode)), `open ${JSON.stringify(path)}`);
+}
+
+/** After a failed call: returns when a signal interrupted it (call again), else throws. */
+function failUnlessInterrupted(what: string): void {
+  const e = errno();
+  if (e !== EINTR) throw new OsError(what, e);
+}
+
+/** Reads a whole file (or /proc file) from an open descriptor. */
+export function readAll(fd: number, what: string): Uint8Array {
+  let buf = new Uint8Array(4096);
+  let size = 0;
+  while (true) {
+    if (size === buf.length) {
+      const bigger = new Uint8Array(buf.length * 2);
+      bigger.set(buf);
+      buf = bigger;
+    }
+    const rest = buf.subarray(size);
+    const n = ssize(libc().read(fd, rest, BigInt(rest.length)));
+    if (n === 0) return buf.subarray(0, size);
+    if (n > 0) size += n;
+    else failUnlessInterrupted(what);
+  }
+}
+
+/** Writes all of `data`, going on after short writes. */
+export function writeAll(fd: number, data: Uint8Array, what: string): void {
+  let done = 0;
+  while (done < data.length) {
+    const rest = data.subarray(done);
+    const n = ssize(libc().write(fd, rest, BigInt(rest.length)));
+    if (n >= 0) done += n;
+    else failUnlessInterrupted(what);
+  }
+}
+
+export function fchmod(fd: number, mode: number, what: string): void {
+  check(int(libc().fchmod(fd, mode)), what);
+}
+
+export function ftruncate(fd: number, length: number, what: string): void {
+  check(int(libc().ftruncate(fd, BigInt(length))), what);
+}
+
+/** Takes an exclusive flock, waiting for it (a signal's EINTR is retried). */
+export function lockExclusive(fd: number, what: string): void {
+  while (int(libc().flock(fd, LOCK_EX)) < 0) failUnlessInterrupted(what);
+}
+
+/**
+ * The calls below return 0 or the errno instead of throwing: their callers expect some
+ * failures (EEXIST, ENOENT) on the hot path, and an exception costs a young process tens of
+ * microseconds. `fail()` makes the unexpected ones an OsError.
+ */
+export function mkdir(path: string, mode: number): number {
+  return int(libc().mkdir(cString(path), mode)) < 0 ? errno() : 0;
+}
+
+export function link(existing: string, path: string): number {
+  return int(libc().link(cString(existing), cString(path))) < 0 ? errno() : 0;
+}
+
+export function rename(from: string, to: string): number {
+  return int(libc().rename(cString(from), cString(to))) < 0 ? errno() : 0;
+}
+
+export function unlink(path: string): number {
+  return int(libc().unlink(cString(path))) < 0 ? errno() : 0;
+}
+
+/** A descriptor, or minus the errno. */
+export function openFile(path: string, flags: number, mode = 0): number {
+  const fd = int(libc().open(cString(path), flags, mode));
+  return fd < 0 ? -errno() : fd;
+}
+
+/** Throws the OsError for an errno one of the calls above returned (0: nothing to throw). */
+export function fail(errnum: number, what: string): void {
+  if (errnum !== 0) throw new OsError(what, errnum);
 }
 
 export function setns(fd: number, what: string): void {

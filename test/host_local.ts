@@ -10,6 +10,7 @@ import { runBuiltin } from "../chain/invoke.ts";
 import { builtinRegistry } from "../chain/registry.ts";
 import type { InvokeContext, Plugin } from "../chain/plugin.ts";
 import type { System } from "../chain/system.ts";
+import { OWNER_LINK_PREFIX, ownerHash, ownerLinkName } from "../chain/plugins/host_local/store.ts";
 
 /** A seeded generator of numbers in [0, 1); the seed is logged so a failure can be replayed. */
 export function seededRandom(
@@ -177,4 +178,42 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/**
+ * What is wrong with the owner links cnichain keeps in a store (`.owner.<hash>.<address>`):
+ * each must be the link of an allocation file that is there, holding what it holds, and carry
+ * its holder's hash.
+ */
+export function ownerLinkProblems(files: Record<string, string>): string[] {
+  const problems: string[] = [];
+  for (const [name, text] of Object.entries(files)) {
+    if (!name.startsWith(OWNER_LINK_PREFIX)) continue;
+    const address = name.slice(OWNER_LINK_PREFIX.length + 17);
+    if (files[address] !== text) {
+      problems.push(
+        `owner link ${name} holds ${JSON.stringify(text)}, ${address} holds ${
+          JSON.stringify(files[address])
+        }`,
+      );
+      continue;
+    }
+    const [id, ifname] = text.split("\r\n");
+    if (name !== ownerLinkName(address, ownerHash(id, ifname))) {
+      problems.push(`owner link ${name} does not carry the hash of ${JSON.stringify(text)}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * A store's files as the reference plugin sees them: cnichain's owner links left out, after
+ * checking them (an Error names every wrong one).
+ */
+export function referenceView(files: Record<string, string>): Record<string, string> {
+  const problems = ownerLinkProblems(files);
+  if (problems.length) throw new Error(problems.join("; "));
+  return Object.fromEntries(
+    Object.entries(files).filter(([name]) => !name.startsWith(OWNER_LINK_PREFIX)),
+  );
 }

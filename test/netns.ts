@@ -24,6 +24,7 @@
  */
 import assert from "node:assert/strict";
 import { BUNDLE, type RunOutput, runProgram } from "./helpers.ts";
+import { referenceView, snapshot as storeFiles } from "./host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const NFT = "/usr/sbin/nft";
@@ -277,18 +278,14 @@ export class Lab {
     return { type: "host-local", dataDir: this.dataDir, ranges, ...extra };
   }
 
-  /** The addresses host-local holds for network `name` (its allocation files). */
+  /**
+   * The addresses host-local holds for network `name` (its allocation files; cnichain's owner
+   * links beside them are checked and left out).
+   */
   async allocations(name = "kt"): Promise<string[]> {
-    const out: string[] = [];
-    try {
-      for await (const e of Deno.readDir(`${this.dataDir}/${name}`)) {
-        if (e.name === "lock" || e.name.startsWith("last_reserved_ip.")) continue;
-        out.push(e.name);
-      }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    return out.sort();
+    const files = referenceView(await storeFiles(`${this.dataDir}/${name}`));
+    return Object.keys(files).filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip."))
+      .sort();
   }
 
   /**

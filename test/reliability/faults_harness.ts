@@ -22,6 +22,8 @@ import {
 import { attachmentTag } from "../../chain/nft_state.ts";
 import { shortHash } from "../../chain/hash.ts";
 import { isTempName } from "../../chain/system.ts";
+import { OWNER_LINK_PREFIX } from "../../chain/plugins/host_local/store.ts";
+import { ownerLinkProblems } from "../host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const SETSID = "/usr/bin/setsid";
@@ -570,19 +572,23 @@ async function readStore(dir: string): Promise<StoreView> {
     if (err instanceof Deno.errors.NotFound) return view;
     throw err;
   }
+  const files: Record<string, string> = {};
   for (const e of entries) {
-    if (e.name === "lock") continue;
     const text = await Deno.readTextFile(`${dir}/${e.name}`).catch(() => undefined);
-    if (text === undefined) continue; // removed while we looked
-    if (e.name.startsWith("last_reserved_ip.")) {
-      if (!/^[0-9.]+$/.test(text)) view.problems.push(`IPAM: cursor ${e.name} holds ${text}`);
-    } else if (/^\d+\.\d+\.\d+\.\d+$/.test(e.name)) {
+    if (text !== undefined) files[e.name] = text; // else removed while we looked
+  }
+  view.problems.push(...ownerLinkProblems(files).map((p) => `IPAM: ${p}`));
+  for (const [name, text] of Object.entries(files)) {
+    if (name === "lock" || name.startsWith(OWNER_LINK_PREFIX)) continue;
+    if (name.startsWith("last_reserved_ip.")) {
+      if (!/^[0-9.]+$/.test(text)) view.problems.push(`IPAM: cursor ${name} holds ${text}`);
+    } else if (/^\d+\.\d+\.\d+\.\d+$/.test(name)) {
       const m = /^([A-Za-z0-9][A-Za-z0-9_.-]*)\r\neth0$/.exec(text);
       if (!m) {
-        view.problems.push(`IPAM: allocation ${e.name} is not whole: ${JSON.stringify(text)}`);
-      } else view.allocations.set(e.name, m[1]);
+        view.problems.push(`IPAM: allocation ${name} is not whole: ${JSON.stringify(text)}`);
+      } else view.allocations.set(name, m[1]);
     } else {
-      view.problems.push(`IPAM: unexpected file ${e.name}`);
+      view.problems.push(`IPAM: unexpected file ${name}`);
     }
   }
   return view;
@@ -620,6 +626,9 @@ async function readState(dir: string): Promise<StateView> {
       if (record.networkName !== NETWORK || typeof record.containerId !== "string") {
         view.problems.push(`state: result ${rel} names no attachment of ${NETWORK}`);
       } else add("results", record.containerId);
+    } else if (parts[0] === "policy" && parts[1] === "engine" && parts.length === 3) {
+      // The engine's remembered answers: a cache of the node, not of any attachment.
+      if (typeof record.key !== "string") view.problems.push(`state: ${rel} has no key`);
     } else if (parts[0] === "policy" && parts[1] === "pods" && parts.length === 3) {
       if (typeof record.containerId !== "string") view.problems.push(`state: ${rel} has no id`);
       else add("policy", record.containerId);

@@ -36,8 +36,6 @@ function storeOf(inv: Invocation, cfg: HostLocalConfig): AddressStore {
   return new AddressStore(inv.system.files, cfg.dir);
 }
 
-const key = (ip: Ip) => `${ip.family}/${ip.value}`;
-
 function inSets(sets: RangeSet[], a: Allocation): boolean {
   return sets.some((s) => rangeFor(s, a.ip));
 }
@@ -68,10 +66,11 @@ async function takeNext(
   ifname: string,
 ): Promise<Taken> {
   for (const candidate of candidates(set, await store.lastReserved(n))) {
-    if (taken.has(key(candidate.ip))) continue;
+    const name = formatIp(candidate.ip);
+    if (taken.has(name)) continue;
     // Under the lock the scan saw every file, but a file it missed only costs a retry.
     if (await store.reserve(candidate.ip, id, ifname)) return candidate;
-    taken.add(key(candidate.ip));
+    taken.add(name);
   }
   const count = usableCountOfSet(set);
   const addresses = `${count} usable address${count === 1n ? "" : "es"}`;
@@ -84,7 +83,7 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
   const wanted = assignRequests(cfg.sets, requestedIps(inv.conf, inv.env));
   const store = storeOf(inv, cfg);
   return await store.locked(async () => {
-    const allocations = await store.scan();
+    const { taken, allocations } = await store.scan({ id, ifname });
     for (const mine of ownedBy(allocations, id, ifname)) {
       const set = cfg.sets.find((s) => rangeFor(s, mine.ip));
       if (!set) continue;
@@ -93,7 +92,6 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
         `${who} already has ${mine.name} from range set ${set.label}; one per set is allowed`,
       );
     }
-    const taken = new Set(allocations.map((a) => key(a.ip)));
     const created: Allocation[] = [];
     const ips: IpConfig[] = [];
     try {
@@ -102,13 +100,15 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
         let got: Taken;
         if (!request) {
           got = await takeNext(store, set, n, taken, id, ifname);
-        } else if (!taken.has(key(request.ip)) && (await store.reserve(request.ip, id, ifname))) {
+        } else if (
+          !taken.has(formatIp(request.ip)) && (await store.reserve(request.ip, id, ifname))
+        ) {
           got = { ip: request.ip, range: rangeFor(set, request.ip)! };
         } else {
           const what = `requested address ${formatIp(request.ip)} (${request.field})`;
           throw failure(`${what} is already allocated in range set ${set.label}`);
         }
-        created.push({ name: formatIp(got.ip), ip: got.ip });
+        created.push({ name: formatIp(got.ip), ip: got.ip, owner: { id, ifname } });
         // Written per set as the reference plugin does, so both leave the same cursor.
         await store.setLastReserved(n, got.ip);
         ips.push({
@@ -141,7 +141,8 @@ async function del(inv: Invocation): Promise<void> {
   if (!(await store.exists())) return;
   await store.locked(async () => {
     const failures: string[] = [];
-    for (const a of ownedBy(await store.scan(), inv.env.containerId, inv.env.ifname)) {
+    const { containerId: id, ifname } = inv.env;
+    for (const a of ownedBy((await store.scan({ id, ifname })).allocations, id, ifname)) {
       await store.release(a).catch((err) =>
         failures.push(err instanceof Error ? err.message : String(err))
       );
@@ -158,7 +159,9 @@ async function check(inv: Invocation): Promise<void> {
   const who = `container ${quote(id)} interface ${quote(ifname)}`;
   const store = storeOf(inv, cfg);
   const mine = (await store.exists())
-    ? await store.locked(async () => ownedBy(await store.scan(), id, ifname))
+    ? await store.locked(async () =>
+      ownedBy((await store.scan({ id, ifname })).allocations, id, ifname)
+    )
     : [];
   if (mine.length === 0) throw failure(`no address in ${quote(cfg.dir)} is allocated to ${who}`);
   const prev = inv.conf.prevResult;
@@ -185,7 +188,7 @@ async function gc(inv: GcInvocation): Promise<void> {
   const keepIds = new Set(inv.validAttachments.map((a) => a.containerID));
   await store.locked(async () => {
     const failures: string[] = [];
-    for (const a of await store.scan()) {
+    for (const a of (await store.scan()).allocations) {
       const { owner } = a;
       // A file without an interface name is from an old version: keep it while its container lives.
       const valid = owner !== undefined &&

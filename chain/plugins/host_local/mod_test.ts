@@ -6,7 +6,8 @@ import { SUPPORTED_VERSIONS } from "../../spec/version.ts";
 import type { StateFiles, System } from "../../system.ts";
 import { memorySystem } from "../../system_record.ts";
 import { hostLocalPlugin as plugin } from "./mod.ts";
-import { call, seededRandom } from "../../../test/host_local.ts";
+import { call, referenceView, seededRandom } from "../../../test/host_local.ts";
+import { ownerHash, ownerLinkName } from "./store.ts";
 
 const DIR = "/data/net";
 const decoder = new TextDecoder();
@@ -24,13 +25,13 @@ function conf(ipam: ConfigObject, extra: ConfigObject = {}): ConfigObject {
 const V4 = { ranges: [[{ subnet: "10.1.0.0/29" }]] };
 const DUAL = { ranges: [[{ subnet: "10.1.0.0/29" }], [{ subnet: "fd00::/126" }]] };
 
-/** The store's files and their text (the memory system's view). */
+/** The store's files and their text as the reference plugin sees them (the memory system's). */
 async function store(system: System, dir = DIR): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const name of await system.files.list(dir)) {
     out[name] = decoder.decode(await system.files.read(`${dir}/${name}`));
   }
-  return out;
+  return referenceView(out);
 }
 
 const addresses = (result: JsonObject | undefined): string[] =>
@@ -98,6 +99,22 @@ Deno.test("ADD takes addresses round-robin and writes the reference store", asyn
       ]);
     },
   );
+});
+
+Deno.test("a cursor torn by a crash only moves where the search starts", async (t) => {
+  // The cursor is written in place: a crash can leave it empty, cut short, or with the tail of
+  // the longer address it replaced ("10.1.0.3" over "10.1.0.2" is whole, "10.1.0.3" over
+  // "10.1.0.25" would read "10.1.0.35" until the file is cut to length).
+  for (const torn of ["", "10.1.", "10.1.0.35", "\0\0\0"]) {
+    await t.step(JSON.stringify(torn), async () => {
+      const system = memorySystem();
+      await call(plugin, system, "ADD", conf(V4), { id: "a" });
+      await system.files.overwrite(`${DIR}/last_reserved_ip.0`, torn);
+      const got = addresses(await call(plugin, system, "ADD", conf(V4), { id: "b" }));
+      assert.deepEqual(got, ["10.1.0.3/29"]);
+      assert.equal((await store(system))["last_reserved_ip.0"], "10.1.0.3");
+    });
+  }
 });
 
 Deno.test("ADD wraps around the end of the range and then reports it full", async () => {
@@ -367,6 +384,84 @@ Deno.test("DEL releases exactly the attachment's addresses and can be repeated",
   );
 });
 
+/** State files that count the reads of allocation files (names that are addresses). */
+function countingReads(system: System): { system: System; reads: string[] } {
+  const reads: string[] = [];
+  const base = system.files;
+  const files: StateFiles = {
+    read: (path, limit) => {
+      const name = path.slice(path.lastIndexOf("/") + 1);
+      if (/^[0-9a-f.:]+$/.test(name)) reads.push(name);
+      return base.read(path, limit);
+    },
+    readSync: (p) => base.readSync(p),
+    list: (d) => base.list(d),
+    mkdir: (p, m) => base.mkdir(p, m),
+    writeAtomic: (p, d, m) => base.writeAtomic(p, d, m),
+    overwrite: (p, d, m) => base.overwrite(p, d, m),
+    createExclusive: (p, d, m) => base.createExclusive(p, d, m),
+    link: (e, p) => base.link(e, p),
+    remove: (p) => base.remove(p),
+    withLock: (p, fn) => base.withLock(p, fn),
+  };
+  return { system: { ...system, files }, reads };
+}
+
+Deno.test("owner links let ADD and DEL skip other attachments' files", async (t) => {
+  const WIDE = { ranges: [[{ subnet: "10.1.0.0/24" }]] };
+  const system = memorySystem();
+  for (let i = 0; i < 20; i++) await call(plugin, system, "ADD", conf(WIDE), { id: `p${i}` });
+  const links = () => system.files.list(DIR).then((n) => n.filter((f) => f.startsWith(".owner.")));
+  await t.step("each allocation file has its link, named by its holder's hash", async () => {
+    assert.equal((await links()).length, 20);
+    assert.ok((await links()).includes(ownerLinkName("10.1.0.2", ownerHash("p0", "eth0"))));
+  });
+  await t.step("ADD and DEL read no other attachment's file", async () => {
+    const counted = countingReads(system);
+    await call(plugin, counted.system, "ADD", conf(WIDE), { id: "new" });
+    assert.deepEqual(counted.reads, []);
+    await call(plugin, counted.system, "DEL", conf(WIDE), { id: "p3" });
+    assert.deepEqual(counted.reads, ["10.1.0.5"], "only p3's own file, to be sure of it");
+    assert.equal((await store(system))["10.1.0.5"], undefined);
+    assert.equal((await links()).length, 20, "p3's link went with its file");
+  });
+  await t.step("a second ADD of an attachment is still refused", async () => {
+    await rejects(
+      call(plugin, system, "ADD", conf(WIDE), { id: "p7" }),
+      999,
+      /container "p7" interface "eth0" already has 10\.1\.0\.9/,
+    );
+  });
+  await t.step(
+    "files the reference wrote (no link) are read, refused as ours, and linked",
+    async () => {
+      await system.files.writeAtomic(`${DIR}/10.1.0.200`, "ref\r\neth0");
+      const counted = countingReads(system);
+      await rejects(
+        call(plugin, counted.system, "ADD", conf(WIDE), { id: "ref" }),
+        999,
+        /10\.1\.0\.200/,
+      );
+      assert.deepEqual(counted.reads, ["10.1.0.200"]);
+      assert.ok((await links()).includes(ownerLinkName("10.1.0.200", ownerHash("ref", "eth0"))));
+    },
+  );
+  await t.step(
+    "stale links are removed: file gone, or the address now someone else's",
+    async () => {
+      const gone = ownerLinkName("10.1.0.250", ownerHash("x", "eth0"));
+      await system.files.writeAtomic(`${DIR}/${gone}`, "x\r\neth0");
+      // p5's address, but a link saying it is q's: q's ADD reads the file and is not refused.
+      const wrong = ownerLinkName("10.1.0.7", ownerHash("q", "eth0"));
+      await system.files.writeAtomic(`${DIR}/${wrong}`, "q\r\neth0");
+      await call(plugin, system, "ADD", conf(WIDE), { id: "q" });
+      const now = await links();
+      assert.ok(!now.includes(gone) && !now.includes(wrong), now.join(" "));
+      await store(system); // every link left is right
+    },
+  );
+});
+
 Deno.test("CHECK confirms the attachment still holds its addresses", async (t) => {
   const system = memorySystem();
   const result = await call(plugin, system, "ADD", conf(DUAL), { id: "a" });
@@ -475,10 +570,13 @@ function killedAt(base: StateFiles, stopAt: number): { files: StateFiles; stoppe
     stopped,
     files: {
       read: (p) => base.read(p),
+      readSync: (p) => base.readSync(p),
       list: (d) => base.list(d),
       mkdir: (p, m) => base.mkdir(p, m),
       writeAtomic: (p, d, m) => gate(() => base.writeAtomic(p, d, m)),
+      overwrite: (p, d, m) => gate(() => base.overwrite(p, d, m)),
       createExclusive: (p, d, m) => gate(() => base.createExclusive(p, d, m)),
+      link: (e, p) => gate(() => base.link(e, p)),
       remove: (p) => gate(() => base.remove(p)),
       withLock: (_p, fn) => fn(),
     },
@@ -525,8 +623,9 @@ Deno.test("a process killed at any point of ADD or DEL leaves a store the next c
           "last_reserved_ip.1",
         ]);
         if (outcome === "done") {
-          // Every change was a kill point: two allocation files and two cursors, or two removals.
-          assert.equal(stopAt, verb === "ADD" ? 4 : 2);
+          // Every change was a kill point: two allocation files, their owner links and two
+          // cursors, or the two links and the two files removed.
+          assert.equal(stopAt, verb === "ADD" ? 6 : 4);
           break;
         }
       }
