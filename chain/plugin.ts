@@ -7,7 +7,7 @@
 import type { CniEnv } from "./spec/env.ts";
 import type { ConfigObject, NetConf, Problem } from "./spec/config.ts";
 import type { AttachmentRef, Result, Verb } from "./spec/types.ts";
-import type { System } from "./system.ts";
+import type { StateFiles, System } from "./system.ts";
 import type { Observer } from "./observe.ts";
 
 export interface Invocation {
@@ -31,14 +31,28 @@ export interface Plugin {
    * Problems in this plugin's own fields of one config entry, with JSON paths under `path`.
    * `verb` is the CNI command the entry is about to serve; a plugin may leave out checks of
    * what that command does not read (a DEL must not be refused over a field only ADD uses).
-   * Without it, everything is checked.
+   * Without it, everything is checked. `context`, when the caller has one, lets a check
+   * consult answers remembered in the state directory instead of working them out again.
    */
-  validate?(entry: ConfigObject, path: string, version: string, verb?: Verb): Problem[];
+  validate?(
+    entry: ConfigObject,
+    path: string,
+    version: string,
+    verb?: Verb,
+    context?: CheckContext,
+  ): Problem[];
   add(inv: Invocation): Promise<Result>;
   del(inv: Invocation): Promise<void>;
   check(inv: Invocation): Promise<void>;
   gc?(inv: GcInvocation): Promise<void>;
   status?(inv: Invocation): Promise<void>;
+}
+
+/** What a check may read besides the entry (see Plugin.validate). */
+export interface CheckContext {
+  files: StateFiles;
+  /** The chain's state directory (a step's own `stateDir` wins over it). */
+  stateDir: string;
 }
 
 export type Registry = ReadonlyMap<string, Plugin>;

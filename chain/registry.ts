@@ -16,13 +16,15 @@ import { isObject } from "./spec/config.ts";
  * with the built-in IPAM plugin's (which reads the same entry), if any.
  */
 export function entryCheck(registry: Registry): EntryCheck {
-  return (entry, path, version, verb) => {
-    const own = registry.get(entry.type as string)?.validate?.(entry, path, version, verb) ?? [];
+  return (entry, path, version, verb, context) => {
+    const own =
+      registry.get(entry.type as string)?.validate?.(entry, path, version, verb, context) ??
+        [];
     const ipamType = isObject(entry.ipam) ? entry.ipam.type : undefined;
     const ipam = typeof ipamType === "string" && ipamType !== entry.type
       ? registry.get(ipamType)
       : undefined;
-    return [...own, ...(ipam?.validate?.(entry, path, version, verb) ?? [])];
+    return [...own, ...(ipam?.validate?.(entry, path, version, verb, context) ?? [])];
   };
 }
 

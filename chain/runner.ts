@@ -128,11 +128,14 @@ async function findExternals(run: ChainRun): Promise<void> {
  * earlier steps ran would leave their store files behind (rollback releases, it does not erase).
  */
 function checkSteps(run: ChainRun): void {
+  const context = run.context.stateDir
+    ? { files: run.context.system.files, stateDir: run.context.stateDir }
+    : undefined;
   for (const [i, entry] of run.conflist.plugins.entries()) {
     const plugin = run.context.registry.get(typeOf(entry));
     const stdin = stepConfig(entry, "ADD", run, undefined);
     const version = run.conflist.cniVersion;
-    const problems = plugin?.validate?.(stdin, `plugins[${i}]`, version, "ADD") ?? [];
+    const problems = plugin?.validate?.(stdin, `plugins[${i}]`, version, "ADD", context) ?? [];
     if (problems.length) {
       throw new CniError(
         ErrorCode.InvalidConfig,

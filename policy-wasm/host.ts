@@ -6,10 +6,14 @@
  * are freed again.
  */
 
+import { fnv64 } from "../chain/hash.ts";
+
 export const ABI_VERSION = 1;
 
 /** tools/bundle.ts replaces this with the module's bytes (base64), so the bundled program is one file. */
 const EMBEDDED = "__CNICHAIN_POLICY_WASM__";
+/** ... and this with a hash of those bytes. */
+const EMBEDDED_ID = "__CNICHAIN_POLICY_WASM_ID__";
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -99,6 +103,18 @@ function wasmBytes(): Uint8Array<ArrayBuffer> {
       : Uint8Array.from(atob(EMBEDDED), (c) => c.charCodeAt(0));
   }
   return Deno.readFileSync(new URL("./policy.wasm", import.meta.url));
+}
+
+let devId: string | undefined;
+
+/**
+ * Names this build of the engine (a hash of its bytes), for answers remembered across runs:
+ * another build may answer otherwise.
+ */
+export function engineId(): string {
+  if (!EMBEDDED_ID.startsWith("__")) return EMBEDDED_ID;
+  devId ??= fnv64(wasmBytes());
+  return devId;
 }
 
 export class PolicyEngine {

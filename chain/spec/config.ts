@@ -3,6 +3,7 @@
  * (`parseNetConf`) and the conflist a runtime loads (`checkConflist`), which
  * reports every problem with its JSON path rather than stopping at the first.
  */
+import type { CheckContext } from "../plugin.ts";
 import { CniError, ErrorCode, invalidConfig, quote } from "./errors.ts";
 import { ID_PATTERN } from "./env.ts";
 import { parseResult } from "./result.ts";
@@ -115,6 +116,7 @@ export type EntryCheck = (
   path: string,
   version: string,
   verb?: Verb,
+  context?: CheckContext,
 ) => Problem[];
 
 function flag(raw: ConfigObject, key: string, path: string, problems: Problem[]): boolean {

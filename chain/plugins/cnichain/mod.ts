@@ -26,7 +26,7 @@ import {
   gcChain,
   statusChain,
 } from "../../runner.ts";
-import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
+import type { CheckContext, GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
 import { fileExists, isTempName, removeWithTemps } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
@@ -56,6 +56,7 @@ export function chainProblems(
   version: string,
   check: EntryCheck,
   verb?: Verb,
+  context?: CheckContext,
 ): Problem[] {
   const problems: Problem[] = [];
   const nested = { cniVersion: version, name: entry.name ?? "x", plugins: entry.plugins };
@@ -66,7 +67,7 @@ export function chainProblems(
         message: "a cnichain chain cannot contain another cnichain",
       }];
     }
-    return check(e, path, v, verb);
+    return check(e, path, v, verb, context);
   }, prefix);
   for (const p of listProblems) problems.push(p); // push(...) overflows on a huge list
   for (const key of ["stateDir", "logFile"] as const) {
@@ -88,7 +89,13 @@ export function chainProblems(
 export function chainPlugin(check: EntryCheck): Plugin {
   function parse(inv: Invocation): ChainConfig {
     const { raw, cniVersion, name } = inv.conf;
-    const problems = chainProblems(raw, "", cniVersion, check, inv.verb);
+    const stateDir = typeof raw.stateDir === "string" && !pathProblem(raw.stateDir)
+      ? raw.stateDir
+      : DEFAULT_STATE_DIR;
+    const problems = chainProblems(raw, "", cniVersion, check, inv.verb, {
+      files: inv.system.files,
+      stateDir,
+    });
     if (problems.length) {
       const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : "";
       throw new CniError(
@@ -198,8 +205,8 @@ export function chainPlugin(check: EntryCheck): Plugin {
   }
 
   return {
-    validate: (entry, path, version, verb) =>
-      chainProblems(entry, `${path}.`, version, check, verb),
+    validate: (entry, path, version, verb, context) =>
+      chainProblems(entry, `${path}.`, version, check, verb, context),
 
     add: (inv) =>
       withAttachment(inv, checkAdd, async (cfg, run) => {

@@ -15,7 +15,7 @@ import { decodeJson, MAX_STDIN_BYTES } from "../../spec/input.ts";
 import type { Result } from "../../spec/types.ts";
 import { formatIp, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import { fileExists, listSwept, type System } from "../../system.ts";
+import { fileExists, listSwept, type StateFiles, type System } from "../../system.ts";
 import { DEFAULT_STATE_DIR } from "../cnichain/mod.ts";
 import { shortHash } from "../../hash.ts";
 import {
@@ -38,6 +38,7 @@ import {
 } from "../../../policy-wasm/host.ts";
 import { type PodChains, podLines, POLICY_MAPS, SELECTOR_SET } from "./rules.ts";
 import { DEFAULT_API_TIMEOUT_MS, fetchPodLabels, type KubernetesConfig } from "./kube_pod.ts";
+import { EngineMemo } from "./memo.ts";
 
 export const POLICY_TYPE = "policy";
 
@@ -117,6 +118,7 @@ function readKubernetes(
 export function readPolicyConfig(
   raw: ConfigObject,
   prefix: string,
+  memo?: EngineMemo,
 ): { cfg: PolicyConfig; problems: Problem[] } {
   const problems: Problem[] = [];
   const cfg: PolicyConfig = { stateDir: DEFAULT_STATE_DIR };
@@ -146,7 +148,7 @@ export function readPolicyConfig(
   if (raw.kubernetes !== undefined) {
     cfg.kubernetes = readKubernetes(raw.kubernetes, `${prefix}kubernetes`, problems);
   }
-  if (cfg.policies) {
+  if (cfg.policies && !memo?.valid(cfg.policies)) {
     for (const p of policyEngine().validate(cfg.policies)) {
       problems.push({ path: `${prefix}${p.path}`, message: p.message, value: p.value });
     }
@@ -155,7 +157,11 @@ export function readPolicyConfig(
 }
 
 /** The policies in force: inline, or from `policyFile` (a list, or an object with `items` or `policies`). */
-export async function loadPolicies(system: System, cfg: PolicyConfig): Promise<unknown[]> {
+export async function loadPolicies(
+  system: System,
+  cfg: PolicyConfig,
+  memo?: EngineMemo,
+): Promise<unknown[]> {
   if (cfg.policies) return cfg.policies;
   if (!cfg.policyFile) return [];
   let bytes: Uint8Array | undefined;
@@ -173,7 +179,7 @@ export async function loadPolicies(system: System, cfg: PolicyConfig): Promise<u
   if (!Array.isArray(list)) {
     throw invalidConfig("policyFile", "must hold a list of policies", cfg.policyFile);
   }
-  const problems = policyEngine().validate(list);
+  const problems = memo?.valid(list) ? [] : policyEngine().validate(list);
   if (problems.length) {
     const p = problems[0];
     throw invalidConfig(`policyFile ${quote(cfg.policyFile)}: ${p.path}`, p.message, p.value);
@@ -181,8 +187,15 @@ export async function loadPolicies(system: System, cfg: PolicyConfig): Promise<u
   return list;
 }
 
+/** The engine's remembered answers in the step's state directory. */
+function memoFor(files: StateFiles, raw: ConfigObject, chainStateDir?: string): EngineMemo {
+  const own = typeof raw.stateDir === "string" && !pathProblem(raw.stateDir);
+  return new EngineMemo(files, own ? raw.stateDir as string : chainStateDir ?? DEFAULT_STATE_DIR);
+}
+
 function parse(inv: Invocation): PolicyConfig {
-  const { cfg, problems } = readPolicyConfig(inv.conf.raw, "");
+  const memo = memoFor(inv.system.files, inv.conf.raw, inv.context.stateDir);
+  const { cfg, problems } = readPolicyConfig(inv.conf.raw, "", memo);
   if (problems.length) {
     throw invalidConfig(problems[0].path, problems[0].message, problems[0].value);
   }
@@ -392,6 +405,7 @@ function uninstallLines(system: System, record: PodRecord): string[] {
 async function retireIfUnused(system: System, stateDir: string): Promise<void> {
   // Under the lock, so a temporary record seen here is a killed writer's: it must not keep the table.
   if ((await listSwept(system.files, registryDir(stateDir))).length) return;
+  await new EngineMemo(system.files, stateDir).forget();
   const lines = unusedLines(system);
   if (lines.length) system.kernel.nft(lines.join("\n"));
 }
@@ -443,7 +457,8 @@ async function add(inv: Invocation): Promise<Result> {
   if (!prev) {
     throw invalidConfig("prevResult", "is required: policy runs chained after an interface plugin");
   }
-  const policies = await loadPolicies(inv.system, cfg);
+  const memo = new EngineMemo(inv.system.files, cfg.stateDir);
+  const policies = await loadPolicies(inv.system, cfg, memo);
   const { runtimeGiven, ...identity } = identityOf(inv, prev);
   if (!identity.addresses.length) {
     throw invalidConfig(
@@ -461,7 +476,8 @@ async function add(inv: Invocation): Promise<Result> {
       inv.context.observer.warning?.(text);
     });
   }
-  const plan = policyEngine().plan(policies, identity);
+  const remembered = memo.plan(policies, identity);
+  const plan = remembered ?? policyEngine().plan(policies, identity);
   ensureBridgeNetfilter(inv.system);
   const tag = tagOf(inv);
   const h = shortHash(tag);
@@ -481,6 +497,8 @@ async function add(inv: Invocation): Promise<Result> {
       await removePod(inv.system, cfg.stateDir, tag);
     }
     await install(inv.system, cfg.stateDir, record, plan);
+    // Not in a dry run: the plan it prints is what the pod's network would be, memo aside.
+    if (!remembered && inv.system.kind === "real") await memo.remember(policies, identity, plan);
   });
   return prev;
 }
@@ -609,14 +627,16 @@ export async function syncPods(
 }
 
 export const policyPlugin: Plugin = {
-  validate: (entry, path, _version, verb) => {
+  validate: (entry, path, _version, verb, context) => {
     // DEL and GC read nothing of the step but the state directory, leniently (see
     // readPolicyConfigLenient): a policy the engine refuses must not keep a pod's network from
     // being torn down. Nor need they pay for compiling the engine.
     if (verb === "DEL" || verb === "GC") return [];
     try {
       const problem = readLabels(entry.args, `${path}.`).problem;
-      return [...readPolicyConfig(entry, `${path}.`).problems, ...(problem ? [problem] : [])];
+      const memo = context && memoFor(context.files, entry, context.stateDir);
+      const { problems } = readPolicyConfig(entry, `${path}.`, memo);
+      return [...problems, ...(problem ? [problem] : [])];
     } catch (err) {
       return [{
         path: `${path}`,

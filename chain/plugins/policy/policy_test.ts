@@ -561,6 +561,38 @@ policyTest(
 );
 
 policyTest(
+  "replicas take their plan from the engine memo and are held to it like the first",
+  async ({ lab, net: make }) => {
+    const net = make("10.76.0.0/24", {
+      policies: [
+        policy(NS_A, "web-from-clients", { app: "web" }, {
+          ingress: [{ from: [{ podSelector: match({ app: "client" }) }] }],
+        }),
+      ],
+    });
+    await net.addAll([
+      spec(NS_A, "web", { app: "web" }),
+      spec(NS_A, "web-2", { app: "web" }),
+      spec(NS_A, "web-3", { app: "web" }),
+      spec(NS_A, "client", { app: "client" }),
+      spec(NS_A, "other", { app: "other" }),
+    ]);
+    // One entry for the valid policies and one plan per label set (web, client, other): the web
+    // replicas share theirs.
+    const memo = await listTree(`${lab.stateDir}/policy/engine`);
+    assert.equal(memo.length, 4, memo.join(" "));
+    const WEB_3 = keyOf(spec(NS_A, "web-3"));
+    await assertFlows(net, [
+      allow(A_CLIENT, A_WEB),
+      allow(A_CLIENT, WEB_3),
+      allow(A_CLIENT, WEB_3, 8011),
+      deny(A_OTHER, WEB_3),
+      deny(A_OTHER, A_WEB),
+    ], "replicas from the memo");
+  },
+);
+
+policyTest(
   "a namespaceSelector peer lets in that namespace's pods, and with a podSelector only its labelled ones",
   async ({ net: make }) => {
     const net = make("10.63.0.0/24", {
