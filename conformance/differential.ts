@@ -10,6 +10,7 @@
  * `"dns": {}`, file modes.
  */
 import { addresses, links, routes } from "../test/netns.ts";
+import { referenceView, snapshot } from "../test/host_local.ts";
 import { probeOne, serve } from "../test/net_probe.ts";
 import { type Check, expect, Failure, FROM_030, sortKeys, versionsFrom } from "./harness.ts";
 import type { Json } from "./fixtures.ts";
@@ -111,18 +112,9 @@ async function sysctl(w: World, ns: string, key: string): Promise<string> {
   return out.stdout.trim();
 }
 
+/** The store as the reference plugin sees it (cnichain's owner links checked and left out). */
 async function store(w: World): Promise<Json> {
-  const out: Json = {};
-  try {
-    for await (const e of Deno.readDir(`${w.dataDir}/${NET}`)) {
-      out[e.name] = e.name === "lock"
-        ? ""
-        : await Deno.readTextFile(`${w.dataDir}/${NET}/${e.name}`);
-    }
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
-  return out;
+  return referenceView(await snapshot(`${w.dataDir}/${NET}`));
 }
 
 async function runOnce(

@@ -7,6 +7,7 @@
  * machine's own network. {@linkcode withWorld} removes everything, also on failure.
  */
 import { type RunOutput, runProgram } from "../test/helpers.ts";
+import { referenceView, snapshot } from "../test/host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const TIMEOUT = "/usr/bin/timeout";
@@ -164,18 +165,14 @@ export class World {
     });
   }
 
-  /** The files host-local keeps for network `net` (addresses only). */
+  /**
+   * The files host-local keeps for network `net` (addresses only; cnichain's owner links beside
+   * them are checked and left out, as the reference plugin leaves them).
+   */
   async allocations(net = this.net, dataDir = this.dataDir): Promise<string[]> {
-    const out: string[] = [];
-    try {
-      for await (const e of Deno.readDir(`${dataDir}/${net}`)) {
-        if (e.name === "lock" || e.name.startsWith("last_reserved_ip.")) continue;
-        out.push(e.name);
-      }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    return out.sort();
+    const files = referenceView(await snapshot(`${dataDir}/${net}`));
+    return Object.keys(files).filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip."))
+      .sort();
   }
 
   async close(): Promise<void> {
