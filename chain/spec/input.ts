@@ -90,6 +90,21 @@ export function jsonDepth(text: string): number {
 }
 
 /**
+ * True when `text` has at most `limit` opening brackets, so it cannot nest deeper than that.
+ * indexOf is native: a usual config (a few dozen brackets) is cleared without jsonDepth()'s
+ * walk over every character, which costs a young process about 0.4 µs a character.
+ */
+function atMostOpenings(text: string, limit: number): boolean {
+  let n = 0;
+  for (const bracket of ["{", "["]) {
+    for (let i = text.indexOf(bracket); i >= 0; i = text.indexOf(bracket, i + 1)) {
+      if (++n > limit) return false;
+    }
+  }
+  return true;
+}
+
+/**
  * Decodes bytes as UTF-8 JSON with the depth limit. `what` names the input in
  * messages ("stdin", a file path).
  */
@@ -103,7 +118,7 @@ export function decodeJson(bytes: Uint8Array, what = "stdin"): unknown {
   if (text.trim() === "") {
     throw new CniError(ErrorCode.Decode, `${what} is empty: expected a JSON object`);
   }
-  const depth = jsonDepth(text);
+  const depth = atMostOpenings(text, MAX_JSON_DEPTH) ? 0 : jsonDepth(text);
   if (depth > MAX_JSON_DEPTH) {
     throw new CniError(
       ErrorCode.Decode,

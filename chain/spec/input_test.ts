@@ -22,6 +22,11 @@ Deno.test("decodeJson() bounds and checks what it reads", async (t) => {
     const nest = (n: number) => "[".repeat(n) + "]".repeat(n);
     decodeJson(bytes(nest(MAX_JSON_DEPTH)));
     code6(() => decodeJson(bytes(nest(MAX_JSON_DEPTH + 1))), /deeper than the limit of 64/);
+    // Many brackets, little depth (the quick count of brackets is not the answer), and depth
+    // past the limit among brackets in strings.
+    decodeJson(bytes(`[${"[],".repeat(500)}[]]`));
+    const deep = `{"s":"${"[".repeat(100)}","d":${nest(MAX_JSON_DEPTH + 1)}}`;
+    code6(() => decodeJson(bytes(deep)), /deeper than the limit of 64/);
   });
   await t.step("malformed and truncated JSON is code 6", () => {
     code6(() => decodeJson(bytes('{"cniVersion": "1.0.0"')), /stdin is not valid JSON/);

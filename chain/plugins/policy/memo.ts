@@ -17,7 +17,7 @@
  */
 import { listSwept, type StateFiles } from "../../system.ts";
 import { engineId, type Identity, type Plan } from "../../../policy-wasm/host.ts";
-import { shortHash } from "../../hash.ts";
+import { quickHash } from "../../hash.ts";
 
 const MAX_POLICIES_JSON = 32 * 1024;
 const MAX_ENTRIES = 256;
@@ -51,8 +51,9 @@ export class EngineMemo {
     return JSON.stringify([engineId(), json, ...(who ? [who] : [])]);
   }
 
+  /** The entry's file: named by a quick hash of its key (a clash costs a miss, never a wrong answer). */
   #path(key: string): string {
-    return `${memoDir(this.stateDir)}/${shortHash(key)}`;
+    return `${memoDir(this.stateDir)}/${quickHash(key)}`;
   }
 
   #read(key: string): Entry | undefined {
