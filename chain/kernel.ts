@@ -24,6 +24,7 @@ import * as nn from "../ffi/nft_netlink.ts";
 export type { Address, Link, LinkChange, RouteEntry, RouteSpec } from "../ffi/rtnetlink.ts";
 export {
   IFA_F_NODAD,
+  IFF_PROMISC,
   IFF_UP,
   RT_SCOPE_HOST,
   RT_SCOPE_LINK,
@@ -286,6 +287,16 @@ class RealNetns implements Netns {
   }
 
   writeSysctl(key: string, value: string): void {
+    const conf = /^net\/ipv4\/conf\/([^/]+)\/([a-z_]+)$/.exec(key);
+    const index = conf && conf[1] !== "all" && conf[1] !== "default" && rt.INET_CONF[conf[2]];
+    if (index && /^\d{1,9}$/.test(value)) {
+      // Over netlink: no namespace to enter, no file to open (arp_notify, route_localnet).
+      this.sock.request(
+        (s) => rt.setInetConf(s, conf[1], index, Number(value)),
+        what("RTM_SETLINK inet conf", `${conf[1]} ${conf[2]}`, this.path),
+      );
+      return;
+    }
     // /proc/sys/net follows the namespace of the thread that opens it, hence the window.
     const write = () => {
       const path = sysctlPath(key);

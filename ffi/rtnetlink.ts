@@ -54,6 +54,9 @@ const IFLA_OPERSTATE = 16;
 const IFLA_LINKINFO = 18;
 const IFLA_AF_SPEC = 26;
 const IFLA_NET_NS_FD = 28;
+const IFLA_EXT_MASK = 29;
+/** Leave the statistics (the largest attributes) out of link replies: nothing here reads them. */
+const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 const IFLA_LINK_NETNSID = 37;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
@@ -206,15 +209,20 @@ const familyCode = (f: 4 | 6) => (f === 4 ? AF_INET : AF_INET6);
 export function getLinkByName(seq: number, name: string): Uint8Array {
   return message(RTM_GETLINK, NLM_F_REQUEST, seq, ifinfomsg(AF_UNSPEC, 0), [
     str(IFLA_IFNAME, name),
+    u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS),
   ]);
 }
 
 export function getLinkByIndex(seq: number, index: number): Uint8Array {
-  return message(RTM_GETLINK, NLM_F_REQUEST, seq, ifinfomsg(AF_UNSPEC, index));
+  return message(RTM_GETLINK, NLM_F_REQUEST, seq, ifinfomsg(AF_UNSPEC, index), [
+    u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS),
+  ]);
 }
 
 export function dumpLinks(seq: number): Uint8Array {
-  return message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, ifinfomsg(AF_UNSPEC, 0));
+  return message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, ifinfomsg(AF_UNSPEC, 0), [
+    u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS),
+  ]);
 }
 
 export function newBridge(
@@ -282,6 +290,22 @@ export function setLink(seq: number, index: number, change: LinkChange): Uint8Ar
   if (change.name) attrs.push(str(IFLA_IFNAME, change.name));
   return message(RTM_NEWLINK, CHANGE, seq, ifinfomsg(AF_UNSPEC, index, flags, mask), attrs);
 }
+
+const IFLA_INET_CONF = 1;
+
+/**
+ * IPv4 settings of an interface, by name, that /proc/sys/net/ipv4/conf/<name>/ also shows (see
+ * INET_CONF): one message on a socket already open, where the file needs the namespace entered.
+ */
+export function setInetConf(seq: number, ifname: string, index: number, value: number): Uint8Array {
+  return message(RTM_SETLINK, CHANGE, seq, ifinfomsg(AF_UNSPEC, 0), [
+    str(IFLA_IFNAME, ifname),
+    nested(IFLA_AF_SPEC, [nested(AF_INET, [nested(IFLA_INET_CONF, [u32(index, value)])])]),
+  ]);
+}
+
+/** The settings setInetConf() sets, by sysctl name, with their kernel index (IPV4_DEVCONF_*). */
+export const INET_CONF: Readonly<Record<string, number>> = { arp_notify: 22, route_localnet: 26 };
 
 /** Hairpin mode of a bridge port (the bridge sends frames back out the port they came in on). */
 export function setHairpin(seq: number, index: number, on: boolean): Uint8Array {

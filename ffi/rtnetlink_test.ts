@@ -8,9 +8,19 @@ Deno.test("rtnetlink requests, byte for byte", async (t) => {
   await t.step("RTM_GETLINK by name", () => {
     assert.equal(
       hex(rt.getLinkByName(1, "eth0")),
-      "2c000000" + "1200" + "0100" + "01000000" + "00000000" + // header
+      "34000000" + "1200" + "0100" + "01000000" + "00000000" + // header
         "00000000" + "00000000" + "00000000" + "00000000" + // ifinfomsg
-        "0900030065746830" + "00000000", // IFLA_IFNAME "eth0"
+        "0900030065746830" + "00000000" + // IFLA_IFNAME "eth0"
+        "08001d0008000000", // IFLA_EXT_MASK RTEXT_FILTER_SKIP_STATS
+    );
+  });
+  await t.step("RTM_SETLINK of an interface's IPv4 setting, by name", () => {
+    assert.equal(
+      hex(rt.setInetConf(2, "eth0", rt.INET_CONF.arp_notify, 1)),
+      "40000000" + "1300" + "0500" + "02000000" + "00000000" + // SETLINK, REQUEST|ACK
+        "00000000" + "00000000" + "00000000" + "00000000" + // ifinfomsg, no index
+        "0900030065746830" + "00000000" + // IFLA_IFNAME "eth0"
+        "14001a80" + "10000280" + "0c000180" + "0800160001000000", // AF_SPEC/AF_INET/CONF/22 = 1
     );
   });
   await t.step("RTM_NEWADDR for IPv4 carries local, address and broadcast", () => {

@@ -12,7 +12,7 @@ import { interfaceNameProblem } from "../../spec/env.ts";
 import type { Interface, IpConfig, Result, Route } from "../../spec/types.ts";
 import { type Family, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import { IFA_F_NODAD, type Link, type Netns } from "../../kernel.ts";
+import { IFA_F_NODAD, IFF_PROMISC, IFF_UP, type Link, type Netns } from "../../kernel.ts";
 import { BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED } from "../../../ffi/rtnetlink.ts";
 import { OsError } from "../../../ffi/libc.ts";
 import { Findings } from "../../spec/fields.ts";
@@ -124,7 +124,10 @@ function ensureBridge(host: Netns, cfg: BridgeConfig): { bridge: Link; created: 
       `invalid network config: bridge: ${quote(cfg.bridge)} already exists but is not a bridge`,
     );
   }
-  host.setLink(link.index, { up: true, ...(cfg.promiscMode ? { promisc: true } : {}) });
+  const promisc = cfg.promiscMode && !(link.flags & IFF_PROMISC);
+  if (!(link.flags & IFF_UP) || promisc) {
+    host.setLink(link.index, { up: true, ...(promisc ? { promisc: true } : {}) });
+  }
   return { bridge: link, created };
 }
 
