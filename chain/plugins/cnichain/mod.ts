@@ -28,7 +28,7 @@ import {
 } from "../../runner.ts";
 import type { CheckContext, GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
-import { fileExists, isTempName, removeWithTemps } from "../../system.ts";
+import { isTempName, removeWithTemps } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
 import { shortHash } from "../../hash.ts";
 import { resultFileName } from "../../libcni_cache.ts";
@@ -212,9 +212,8 @@ export function chainPlugin(check: EntryCheck): Plugin {
       withAttachment(inv, checkAdd, async (cfg, run) => {
         // The runtime must DEL before it ADDs the same attachment again; refusing here keeps the
         // steps from tearing down the attachment that exists while they roll back.
-        if (
-          await fileExists(inv.system.files, cachePath(cfg, inv.env.containerId, inv.env.ifname))
-        ) {
+        const cached = cachePath(cfg, inv.env.containerId, inv.env.ifname);
+        if ((await inv.system.files.read(cached)) !== undefined) {
           throw new CniError(
             ErrorCode.AlreadyExists,
             `attachment ${

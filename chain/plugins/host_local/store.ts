@@ -18,7 +18,7 @@
  * reference, by an older cnichain, or left by a crash between the two names)
  * is simply read, as before.
  */
-import { fileExists, isTempName, type StateFiles } from "../../system.ts";
+import { entryExists, isTempName, type StateFiles } from "../../system.ts";
 import { formatIp, type Ip, parseIp } from "../../ip.ts";
 import { shortHash } from "../../hash.ts";
 
@@ -95,7 +95,7 @@ export class AddressStore {
    * (a few networks), not by listing the store itself (hundreds of files).
    */
   async exists(): Promise<boolean> {
-    return await fileExists(this.files, this.dir);
+    return await entryExists(this.files, this.dir);
   }
 
   /** Runs `fn` holding the store's lock, the same flock the reference plugin takes. */

@@ -15,7 +15,7 @@ import { decodeJson, MAX_STDIN_BYTES } from "../../spec/input.ts";
 import type { Result } from "../../spec/types.ts";
 import { formatIp, parseCidr } from "../../ip.ts";
 import type { GcInvocation, Invocation, Plugin } from "../../plugin.ts";
-import { fileExists, listSwept, type StateFiles, type System } from "../../system.ts";
+import { listSwept, type StateFiles, type System } from "../../system.ts";
 import { DEFAULT_STATE_DIR } from "../cnichain/mod.ts";
 import { shortHash } from "../../hash.ts";
 import {
@@ -493,7 +493,7 @@ async function add(inv: Invocation): Promise<Result> {
   };
   await locked(inv.system, cfg.stateDir, async () => {
     // A record left by an earlier ADD of the same attachment (a crash before DEL) is replaced whole.
-    if (await fileExists(inv.system.files, recordFile(cfg.stateDir, tag))) {
+    if ((await inv.system.files.read(recordFile(cfg.stateDir, tag))) !== undefined) {
       await removePod(inv.system, cfg.stateDir, tag);
     }
     await install(inv.system, cfg.stateDir, record, plan);
