@@ -27,7 +27,7 @@
 import { isObject } from "../../spec/config.ts";
 import { quote } from "../../spec/errors.ts";
 import type { System } from "../../system.ts";
-import { locked, readTable, TABLE } from "../../nft_state.ts";
+import { locked, readTable, skeletonIfStale, TABLE } from "../../nft_state.ts";
 import type { KubeClient } from "../../kube.ts";
 import {
   GoneError,
@@ -39,7 +39,7 @@ import {
 } from "../../kube_watch.ts";
 import { type Identity, type Plan, policyEngine } from "../../../policy-wasm/host.ts";
 import { installLines, type PodRecord, readRecords, registryDir, writeRecord } from "./mod.ts";
-import { SELECTOR_SET } from "./rules.ts";
+import { POLICY, SELECTOR_SET } from "./rules.ts";
 import { labelsOf, namespaceLabels, podAddresses, policyOf } from "./kube_pod.ts";
 
 const T = `inet ${TABLE}`;
@@ -377,7 +377,9 @@ export class KubePolicySync {
         }
       }
       if (stats.replanned + stats.added + stats.deleted + stats.setsDeleted === 0) return;
-      system.kernel.nft([`add table ${T}`, ...lines].join("\n"));
+      system.kernel.nft(
+        [`add table ${T}`, ...skeletonIfStale(system, POLICY), ...lines].join("\n"),
+      );
       for (const { record, plan } of writes) await writeRecord(system, stateDir, record, plan);
     });
     stats.ms = performance.now() - began;

@@ -27,6 +27,7 @@ import {
   ownersOf,
   readTable,
   retireLines,
+  skeletonIfStale,
   TABLE,
   type TableListing,
 } from "../../nft_state.ts";
@@ -36,7 +37,7 @@ import {
   policyEngine,
   PolicyProblems,
 } from "../../../policy-wasm/host.ts";
-import { type PodChains, podLines, POLICY_MAPS, SELECTOR_SET } from "./rules.ts";
+import { type PodChains, podLines, POLICY, POLICY_MAPS, SELECTOR_SET } from "./rules.ts";
 import { DEFAULT_API_TIMEOUT_MS, fetchPodLabels, type KubernetesConfig } from "./kube_pod.ts";
 import { EngineMemo } from "./memo.ts";
 
@@ -343,11 +344,15 @@ async function install(
   plan: Plan,
   previous?: PodRecord,
 ): Promise<void> {
-  system.kernel.nft(installLines(system, record, plan, previous).join("\n"));
+  const lines = [
+    ...skeletonIfStale(system, POLICY),
+    ...installLines(system, record, plan, previous),
+  ];
+  system.kernel.nft(lines.join("\n"));
   await writeRecord(system, stateDir, record, plan);
 }
 
-/** The commands that install `plan` for a pod (its part of one batch); see install(). */
+/** The commands that install `plan` for a pod (its part of a batch with the skeleton); see install(). */
 export function installLines(
   system: System,
   record: PodRecord,

@@ -9,14 +9,14 @@
  *     ip daddr vmap @pol_in4  -> pi_<pod>: allowed flows accept, denied drop
  */
 import type { Peer, Plan, PlanRule, PortRange } from "../../../policy-wasm/host.ts";
-import { TABLE } from "../../nft_state.ts";
+import { type Feature, TABLE } from "../../nft_state.ts";
 
 const T = `inet ${TABLE}`;
 export const POLICY_MAPS = ["pol_in4", "pol_in6", "pol_out4", "pol_out6"];
 export const SELECTOR_SET = /^s[0-9a-f]+_[46]$/;
 
 /** The chain, maps and rules every pod's policy hangs from; safe to repeat. */
-export function policySkeleton(): string[] {
+function policySkeleton(): string[] {
   return [
     `add table ${T}`,
     ...POLICY_MAPS.map((m) =>
@@ -34,6 +34,17 @@ export function policySkeleton(): string[] {
     `add rule ${T} pol_forward ip6 daddr vmap @pol_in6`,
   ];
 }
+
+/**
+ * The policy step as a user of cnichain's table: its skeleton is stamped and rewritten only when
+ * it does not stand as this version writes it (nft_state.ts).
+ */
+export const POLICY: Feature = {
+  name: "policy",
+  chains: ["pol_forward"],
+  sets: POLICY_MAPS,
+  skeleton: policySkeleton,
+};
 
 export interface PodChains {
   ingress: string;
@@ -87,13 +98,10 @@ export function podLines(
   addresses: string[],
   tag: string,
 ): string[] {
-  const lines = [
-    ...policySkeleton(),
-    ...[...new Set([...Object.keys(plan.sets), ...plan.memberOf])].flatMap((s) => [
-      `add set ${T} ${s}_4 { type ipv4_addr; }`,
-      `add set ${T} ${s}_6 { type ipv6_addr; }`,
-    ]),
-  ];
+  const lines = [...new Set([...Object.keys(plan.sets), ...plan.memberOf])].flatMap((s) => [
+    `add set ${T} ${s}_4 { type ipv4_addr; }`,
+    `add set ${T} ${s}_6 { type ipv6_addr; }`,
+  ]);
   for (
     const [direction, chain] of [["ingress", chains.ingress], ["egress", chains.egress]] as const
   ) {
