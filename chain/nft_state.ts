@@ -164,14 +164,18 @@ export interface Feature {
   skeleton(): string[];
 }
 
-const stamps = new Map<string, string>();
+/** tools/bundle.ts replaces this with the features' stamps (JSON), worked out when it builds. */
+const BUILT_STAMPS: string = "__CNICHAIN_RULE_STAMPS__";
+const stamps = new Map<string, string>(
+  BUILT_STAMPS.startsWith("__") ? [] : Object.entries(JSON.parse(BUILT_STAMPS)),
+);
 
 /**
  * The comment on each of a feature's rules: which feature, and which version of its skeleton.
- * Worked out once a process: hashing the skeleton's kilobytes character by character costs a
- * young process a few tenths of a millisecond.
+ * The bundle has them from its build; otherwise worked out once a process (hashing a skeleton's
+ * kilobytes character by character costs a young process a few tenths of a millisecond).
  */
-function ruleStamp(feature: Feature): string {
+export function ruleStamp(feature: Feature): string {
   let stamp = stamps.get(feature.name);
   if (stamp === undefined) {
     stamp = `cnichain ${feature.name} ${quickHash(feature.skeleton().join("\n"))}`;

@@ -5,6 +5,10 @@
  * with the empty environment runtimes give plugins (no PATH, HOME, DENO_DIR).
  */
 import { WASM_TRAILER } from "../policy-wasm/host.ts";
+import { ruleStamp } from "../chain/nft_state.ts";
+import { MASQUERADE } from "../chain/masquerade.ts";
+import { PORTMAP } from "../chain/plugins/portmap/mod.ts";
+import { POLICY } from "../chain/plugins/policy/rules.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const deno = Deno.env.get("DENO_BIN") ?? Deno.execPath();
@@ -50,6 +54,11 @@ if (wasm) {
   const id = [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
   body = body.replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(id));
 }
+// The nftables features' rule stamps, worked out here rather than by every run (nft_state.ts).
+const stamps = Object.fromEntries(
+  [MASQUERADE, PORTMAP, POLICY].map((feature) => [feature.name, ruleStamp(feature)]),
+);
+body = body.replace('"__CNICHAIN_RULE_STAMPS__"', JSON.stringify(JSON.stringify(stamps)));
 // `env -S` splits the interpreter line into arguments; env is at a fixed path on every Linux.
 // --no-config keeps a deno.json in the caller's working directory from changing the program.
 // DENO_NO_UPDATE_CHECK: a plugin run is no time to look for Deno releases (and nodes may be offline).

@@ -6,6 +6,8 @@
  * Debian's reference plugins.
  */
 import assert from "node:assert/strict";
+import { ruleStamp } from "../../nft_state.ts";
+import { MASQUERADE } from "../../masquerade.ts";
 import {
   addresses,
   assertCniError,
@@ -305,6 +307,12 @@ kernelTest(
     await addOne();
     const rules = await masqRules();
     assert.ok(rules > 0, "ADD wrote masquerade rules");
+    // Stamped with the bundle's stamp, worked out when it was built: the one the source gives.
+    const stamps = (await nftRuleset(lab.host)).flatMap((o) => {
+      const rule = o.rule as { chain?: string; comment?: string } | undefined;
+      return rule?.chain === "masq" ? [rule.comment] : [];
+    });
+    assert.deepEqual([...new Set(stamps)], [ruleStamp(MASQUERADE)]);
     // The sets and their elements stay: only the rules are gone, so adding elements is not enough.
     await nft("flush chain inet cnichain masq");
     await addOne();
