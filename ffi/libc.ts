@@ -111,9 +111,22 @@ export class OsError extends Error {
   }
 }
 
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/**
+ * The calling thread's errno (JavaScript runs on one thread, whose errno never moves), read
+ * straight from memory rather than through another FFI call. Still a read after the fact: the
+ * runtime may make calls of its own in between (a contended Rust mutex leaves EAGAIN behind, seen
+ * once in thousands of operations under load), so the callers below that act on errno ask the
+ * kernel again when it says something they do not expect.
+ */
 function errno(): number {
-  const p = pointer(libc().__errno_location());
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+  if (!errnoView) {
+    const p = pointer(libc().__errno_location());
+    if (p === null) return 0;
+    errnoView = new Deno.UnsafePointerView(p);
+  }
+  return errnoView.getInt32();
 }
 
 /** Throws OsError when a call returned -1. */
@@ -239,28 +252,44 @@ export function lockExclusive(fd: number, what: string): void {
 /**
  * The calls below return 0 or the errno instead of throwing: their callers expect some
  * failures (EEXIST, ENOENT) on the hot path, and an exception costs a young process tens of
- * microseconds. `fail()` makes the unexpected ones an OsError.
+ * microseconds. `fail()` makes the unexpected ones an OsError. A failure whose errno is not one
+ * the caller expects is asked again once (see errno()): each call here may be repeated safely.
  */
 export function mkdir(path: string, mode: number): number {
-  return int(libc().mkdir(cString(path), mode)) < 0 ? errno() : 0;
+  return again(() => int(libc().mkdir(cString(path), mode)), [EEXIST, ENOENT]);
 }
 
 export function link(existing: string, path: string): number {
-  return int(libc().link(cString(existing), cString(path))) < 0 ? errno() : 0;
+  return again(() => int(libc().link(cString(existing), cString(path))), [EEXIST]);
 }
 
 export function rename(from: string, to: string): number {
-  return int(libc().rename(cString(from), cString(to))) < 0 ? errno() : 0;
+  return again(() => int(libc().rename(cString(from), cString(to))), []);
 }
 
 export function unlink(path: string): number {
-  return int(libc().unlink(cString(path))) < 0 ? errno() : 0;
+  return again(() => int(libc().unlink(cString(path))), [ENOENT]);
 }
 
-/** A descriptor, or minus the errno. */
+/** A descriptor, or minus the errno (ENOENT believed at once, any other asked twice). */
 export function openFile(path: string, flags: number, mode = 0): number {
-  const fd = int(libc().open(cString(path), flags, mode));
-  return fd < 0 ? -errno() : fd;
+  for (let attempt = 0;; attempt++) {
+    const fd = int(libc().open(cString(path), flags, mode));
+    if (fd >= 0) return fd;
+    const errnum = errno();
+    if (errnum === ENOENT || attempt > 0) return -errnum;
+  }
+}
+
+/**
+ * 0 when `call` succeeds (returns >= 0), else its errno; an errno not in `expected` (perhaps
+ * not the call's own) is checked by calling once more.
+ */
+function again(call: () => number, expected: number[]): number {
+  if (call() >= 0) return 0;
+  const first = errno();
+  if (expected.includes(first)) return first;
+  return call() >= 0 ? 0 : errno();
 }
 
 /** Throws the OsError for an errno one of the calls above returned (0: nothing to throw). */
