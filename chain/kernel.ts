@@ -38,7 +38,8 @@ export interface Netns {
   link(name: string): rt.Link | undefined;
   linkByIndex(index: number): rt.Link | undefined;
   links(): rt.Link[];
-  addresses(index?: number): rt.Address[];
+  /** Addresses, of one link and one family when given (the kernel filters: no whole-node dump). */
+  addresses(index?: number, family?: 4 | 6): rt.Address[];
   routes(family: 4 | 6): rt.RouteEntry[];
   createBridge(name: string, opts: { mtu?: number; vlanFiltering?: boolean }): rt.Link;
   /** A veth pair: `name` here, `peerName` created directly in `peer`. Returns both ends. */
@@ -169,9 +170,9 @@ class RealNetns implements Netns {
     return this.sock.dump(rt.dumpLinks, what("RTM_GETLINK", "dump", this.path)).map(rt.parseLink);
   }
 
-  addresses(index = 0): rt.Address[] {
+  addresses(index = 0, family?: 4 | 6): rt.Address[] {
     const all = this.sock.dump(
-      (s) => rt.dumpAddresses(s, 0, index),
+      (s) => rt.dumpAddresses(s, family ?? 0, index),
       what("RTM_GETADDR", "dump", this.path),
     )
       .map(rt.parseAddress);

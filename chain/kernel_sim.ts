@@ -87,8 +87,10 @@ class SimNetns implements Netns {
   links(): Link[] {
     return [...this.links_.values()];
   }
-  addresses(index = 0): Address[] {
-    return this.addrs.filter((a) => !index || a.index === index);
+  addresses(index = 0, family?: 4 | 6): Address[] {
+    return this.addrs.filter((a) =>
+      (!index || a.index === index) && (!family || a.family === family)
+    );
   }
   routes(family: 4 | 6): RouteEntry[] {
     return this.routes_.filter((r) => r.family === family);

@@ -49,6 +49,16 @@ export interface StateFiles {
   link(existing: string, path: string): Promise<boolean>;
   /** Removes a file; false when it did not exist. */
   remove(path: string): Promise<boolean>;
+  /**
+   * A token of a directory's last change of entries (a name added or removed): its modification
+   * time. Undefined when it cannot be read.
+   */
+  dirToken(dir: string): Promise<string | undefined>;
+  /**
+   * Gives `dir` a token no change of entries can make (a modification time at a random
+   * nanosecond) and returns it; undefined when the file system cannot keep one.
+   */
+  markDir(dir: string): Promise<string | undefined>;
   /** Runs `fn` holding an exclusive `flock` on the file at `path` (created if missing). */
   withLock<T>(path: string, fn: () => Promise<T>): Promise<T>;
 }
@@ -277,6 +287,19 @@ export class RealFiles implements StateFiles {
     if (errnum === libc.ENOENT) return Promise.resolve(false);
     if (errnum === 0) return Promise.resolve(true);
     return Promise.reject(ioContext("remove", path, new OsError("unlink", errnum)));
+  }
+
+  dirToken(dir: string): Promise<string | undefined> {
+    return Promise.resolve(libc.mtime(dir));
+  }
+
+  markDir(dir: string): Promise<string | undefined> {
+    const seconds = Math.floor(Date.now() / 1000);
+    const nanoseconds = 1 + Math.floor(Math.random() * 999_999_998);
+    if (!libc.setMtime(dir, seconds, nanoseconds)) return Promise.resolve(undefined);
+    const token = `${seconds}.${String(nanoseconds).padStart(9, "0")}`;
+    // A file system that keeps coarser times (or none) cannot hold the mark.
+    return Promise.resolve(libc.mtime(dir) === token ? token : undefined);
   }
 
   async withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {

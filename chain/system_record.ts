@@ -25,6 +25,8 @@ const nothing: StateFiles = {
   overwrite: () => Promise.resolve(),
   createExclusive: () => Promise.resolve(true),
   link: () => Promise.resolve(true),
+  dirToken: () => Promise.resolve(undefined),
+  markDir: () => Promise.resolve(undefined),
   remove: () => Promise.resolve(false),
   withLock: (_path, fn) => fn(),
 };
@@ -35,8 +37,16 @@ export class OverlayFiles implements StateFiles {
   readonly #files = new Map<string, { data: Uint8Array; mode: number } | null>();
   readonly #dirs = new Set<string>();
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Directory tokens (see StateFiles.dirToken) of the directories whose entries changed here. */
+  readonly #tokens = new Map<string, string>();
+  #changes = 0;
 
   constructor(readonly base: StateFiles, readonly effects: Effect[]) {}
+
+  /** A name was added to or removed from `path`'s directory: its token changes, as mtime does. */
+  #entriesChanged(path: string): void {
+    this.#tokens.set(dirname(path), `changed ${++this.#changes}`);
+  }
 
   /** The content and mode of a file written here (for tests). */
   stat(path: string): { data: Uint8Array; mode: number } | undefined {
@@ -89,18 +99,24 @@ export class OverlayFiles implements StateFiles {
 
   writeAtomic(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
     const bytes = toBytes(data);
+    this.#entriesChanged(path); // a rename into place
     this.#files.set(path, { data: bytes, mode });
     this.effects.push({ op: "write file", target: path, detail: preview(bytes) });
     return Promise.resolve();
   }
 
-  overwrite(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
-    return this.writeAtomic(path, data, mode);
+  async overwrite(path: string, data: Uint8Array | string, mode = 0o600): Promise<void> {
+    const had = (await this.read(path)) !== undefined;
+    const bytes = toBytes(data);
+    if (!had) this.#entriesChanged(path);
+    this.#files.set(path, { data: bytes, mode });
+    this.effects.push({ op: "write file", target: path, detail: preview(bytes) });
   }
 
   async createExclusive(path: string, data: Uint8Array | string, mode = 0o600): Promise<boolean> {
     if ((await this.read(path)) !== undefined) return false;
     const bytes = toBytes(data);
+    this.#entriesChanged(path);
     this.#files.set(path, { data: bytes, mode });
     this.effects.push({ op: "create file", target: path, detail: preview(bytes) });
     return true;
@@ -111,6 +127,7 @@ export class OverlayFiles implements StateFiles {
     const data = await this.read(existing);
     if (data === undefined) throw new Error(`link ${JSON.stringify(path)}: no file ${existing}`);
     if ((await this.read(path)) !== undefined) return false;
+    this.#entriesChanged(path);
     this.#files.set(path, { data, mode: this.#files.get(existing)?.mode ?? 0o600 });
     this.effects.push({ op: "link file", target: path, detail: `to ${existing}` });
     return true;
@@ -118,9 +135,21 @@ export class OverlayFiles implements StateFiles {
 
   async remove(path: string): Promise<boolean> {
     if ((await this.read(path)) === undefined) return false;
+    this.#entriesChanged(path);
     this.#files.set(path, null);
     this.effects.push({ op: "remove file", target: path });
     return true;
+  }
+
+  async dirToken(dir: string): Promise<string | undefined> {
+    return this.#tokens.get(dir) ?? await this.base.dirToken(dir);
+  }
+
+  /** Not recorded as an effect: a directory's time is bookkeeping, not something a plan shows. */
+  markDir(dir: string): Promise<string | undefined> {
+    const token = `mark ${++this.#changes}`;
+    this.#tokens.set(dir, token);
+    return Promise.resolve(token);
   }
 
   /** Serialises holders of the same path within this process, as flock would across processes. */

@@ -40,6 +40,10 @@ const symbols = {
   rename: { parameters: ["buffer", "buffer"], result: INT },
   // int unlink(const char *path)
   unlink: { parameters: ["buffer"], result: INT },
+  // int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: INT },
+  // int utimensat(int dirfd, const char *path, const struct timespec times[2], int flags)
+  utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: INT },
   // int *__errno_location(void)
   __errno_location: { parameters: [], result: POINTER },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -299,4 +303,28 @@ export function fail(errnum: number, what: string): void {
 
 export function setns(fd: number, what: string): void {
   check(int(libc().setns(fd, CLONE_NEWNET)), what);
+}
+
+const AT_FDCWD = -100;
+const STATX_MTIME = 0x40;
+/** struct statx: stx_mtime (tv_sec i64, tv_nsec u32) at 0x70, the same on every architecture. */
+const STATX_SIZE = 256;
+const STATX_MTIME_AT = 0x70;
+/** timespec.tv_nsec that leaves a time as it is (utimensat). */
+const UTIME_OMIT = (1 << 30) - 2;
+
+/** A file's modification time as `seconds.nanoseconds`; undefined when it cannot be read. */
+export function mtime(path: string): string | undefined {
+  const buf = new Uint8Array(STATX_SIZE);
+  if (int(libc().statx(AT_FDCWD, cString(path), 0, STATX_MTIME, buf)) < 0) return undefined;
+  const v = new DataView(buf.buffer);
+  const seconds = v.getBigInt64(STATX_MTIME_AT, true);
+  return `${seconds}.${String(v.getUint32(STATX_MTIME_AT + 8, true)).padStart(9, "0")}`;
+}
+
+/** Sets a file's modification time (the access time is left alone); false when refused. */
+export function setMtime(path: string, seconds: number, nanoseconds: number): boolean {
+  const times = new BigInt64Array([0n, BigInt(UTIME_OMIT), BigInt(seconds), BigInt(nanoseconds)]);
+  const bytes = new Uint8Array(times.buffer);
+  return int(libc().utimensat(AT_FDCWD, cString(path), bytes, 0)) === 0;
 }

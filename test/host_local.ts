@@ -10,7 +10,14 @@ import { runBuiltin } from "../chain/invoke.ts";
 import { builtinRegistry } from "../chain/registry.ts";
 import type { InvokeContext, Plugin } from "../chain/plugin.ts";
 import type { System } from "../chain/system.ts";
-import { OWNER_LINK_PREFIX, ownerHash, ownerLinkName } from "../chain/plugins/host_local/store.ts";
+import {
+  INDEX_PREFIX,
+  indexName,
+  parseOwner,
+  SEAL_FILE,
+} from "../chain/plugins/host_local/store.ts";
+import { parseIp } from "../chain/ip.ts";
+import { RealFiles } from "../chain/system.ts";
 
 /** A seeded generator of numbers in [0, 1); the seed is logged so a failure can be replayed. */
 export function seededRandom(
@@ -180,40 +187,56 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }
 
+/** cnichain's own files in a store: the owners' indexes and the seal (store.ts). */
+export function isCnichainFile(name: string): boolean {
+  return name.startsWith(INDEX_PREFIX) || name === SEAL_FILE;
+}
+
 /**
- * What is wrong with the owner links cnichain keeps in a store (`.owner.<hash>.<address>`):
- * each must be the link of an allocation file that is there, holding what it holds, and carry
- * its holder's hash.
+ * What is wrong with the indexes of a sealed store (`files`: its names and text): each must
+ * name exactly the addresses whose files hold its owner, and every owner of a file must have
+ * one. (An unsealed store's indexes may be stale: the next full read rewrites them.)
  */
-export function ownerLinkProblems(files: Record<string, string>): string[] {
+export function indexProblems(files: Record<string, string>): string[] {
   const problems: string[] = [];
+  const wanted = new Map<string, string[]>();
   for (const [name, text] of Object.entries(files)) {
-    if (!name.startsWith(OWNER_LINK_PREFIX)) continue;
-    const address = name.slice(OWNER_LINK_PREFIX.length + 17);
-    if (files[address] !== text) {
+    if (!parseIp(name)) continue;
+    const owner = parseOwner(text);
+    if (!owner) continue;
+    const index = indexName(owner);
+    wanted.set(index, [...(wanted.get(index) ?? []), name].sort());
+  }
+  for (const [name, text] of Object.entries(files)) {
+    if (!name.startsWith(INDEX_PREFIX)) continue;
+    const index = JSON.parse(text) as { owner: string; addresses: string[] };
+    if (JSON.stringify(index.addresses) !== JSON.stringify(wanted.get(name) ?? [])) {
       problems.push(
-        `owner link ${name} holds ${JSON.stringify(text)}, ${address} holds ${
-          JSON.stringify(files[address])
-        }`,
+        `${name} names ${index.addresses.join(", ")}, the files say ${wanted.get(name)}`,
       );
-      continue;
     }
-    const [id, ifname] = text.split("\r\n");
-    if (name !== ownerLinkName(address, ownerHash(id, ifname))) {
-      problems.push(`owner link ${name} does not carry the hash of ${JSON.stringify(text)}`);
-    }
+  }
+  for (const name of wanted.keys()) {
+    if (files[name] === undefined) problems.push(`no index ${name} for ${wanted.get(name)}`);
   }
   return problems;
 }
 
+/** Whether a store directory on disk is sealed: its time is the one its seal holds. */
+export async function sealedOnDisk(dir: string): Promise<boolean> {
+  const seal = await Deno.readTextFile(`${dir}/${SEAL_FILE}`).catch(() => undefined);
+  return seal !== undefined && seal === await new RealFiles().dirToken(dir);
+}
+
 /**
- * A store's files as the reference plugin sees them: cnichain's owner links left out, after
- * checking them (an Error names every wrong one).
+ * A store's files as the reference plugin sees them: cnichain's indexes and seal left out,
+ * after checking the indexes when `sealed` (an Error names every problem).
  */
-export function referenceView(files: Record<string, string>): Record<string, string> {
-  const problems = ownerLinkProblems(files);
+export function referenceView(
+  files: Record<string, string>,
+  sealed = false,
+): Record<string, string> {
+  const problems = sealed ? indexProblems(files) : [];
   if (problems.length) throw new Error(problems.join("; "));
-  return Object.fromEntries(
-    Object.entries(files).filter(([name]) => !name.startsWith(OWNER_LINK_PREFIX)),
-  );
+  return Object.fromEntries(Object.entries(files).filter(([name]) => !isCnichainFile(name)));
 }

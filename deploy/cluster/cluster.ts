@@ -17,6 +17,7 @@
  * also when the work in between fails.
  */
 import { BUNDLE, type RunOutput, runProgram } from "../../test/helpers.ts";
+import { parseIp } from "../../chain/ip.ts";
 import {
   addresses,
   assertNoLeak,
@@ -336,12 +337,12 @@ export class Cluster {
     return this.serve(this.underlay, "outside", OUTSIDE_IP, ports);
   }
 
-  /** The addresses host-local still holds on a node (its allocation files). */
+  /** The addresses host-local still holds on a node (its allocation files: names of addresses). */
   async allocations(node: Node): Promise<string[]> {
     const out: string[] = [];
     try {
       for await (const e of Deno.readDir(`${node.dataDir}/${NETWORK}`)) {
-        if (e.name !== "lock" && !e.name.startsWith("last_reserved_ip.")) out.push(e.name);
+        if (parseIp(e.name)) out.push(e.name);
       }
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;

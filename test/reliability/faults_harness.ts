@@ -22,8 +22,7 @@ import {
 import { attachmentTag } from "../../chain/nft_state.ts";
 import { shortHash } from "../../chain/hash.ts";
 import { isTempName } from "../../chain/system.ts";
-import { OWNER_LINK_PREFIX } from "../../chain/plugins/host_local/store.ts";
-import { ownerLinkProblems } from "../host_local.ts";
+import { indexProblems, isCnichainFile, sealedOnDisk } from "../host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const SETSID = "/usr/bin/setsid";
@@ -577,9 +576,9 @@ async function readStore(dir: string): Promise<StoreView> {
     const text = await Deno.readTextFile(`${dir}/${e.name}`).catch(() => undefined);
     if (text !== undefined) files[e.name] = text; // else removed while we looked
   }
-  view.problems.push(...ownerLinkProblems(files).map((p) => `IPAM: ${p}`));
+  if (await sealedOnDisk(dir)) view.problems.push(...indexProblems(files).map((p) => `IPAM: ${p}`));
   for (const [name, text] of Object.entries(files)) {
-    if (name === "lock" || name.startsWith(OWNER_LINK_PREFIX)) continue;
+    if (name === "lock" || isCnichainFile(name)) continue;
     if (name.startsWith("last_reserved_ip.")) {
       if (!/^[0-9.]+$/.test(text)) view.problems.push(`IPAM: cursor ${name} holds ${text}`);
     } else if (/^\d+\.\d+\.\d+\.\d+$/.test(name)) {

@@ -298,11 +298,12 @@ export interface InProcessOutcome {
 /**
  * host-local keeps its round-robin hint (and so its store directory) when a
  * rolled-back ADD releases the address, as the reference does: the next ADD
- * should not hand the same address out again at once. Only a step that ran
- * leaves it (under whatever dataDir the config names); a config refused before
- * any step runs leaves nothing.
+ * should not hand the same address out again at once. cnichain's seal of the
+ * store stays with it (store.ts). Only a step that ran leaves them (under
+ * whatever dataDir the config names); a config refused before any step runs
+ * leaves nothing.
  */
-const HINT = /^file \/.*\/last_reserved_ip\.\d+$/;
+const HINT = /^file \/.*\/(last_reserved_ip\.\d+|\.cnichain-stamp)$/;
 
 /** The memory system's net state: files and directories written, kernel objects not undone. */
 function leftovers(system: ReturnType<typeof memorySystem>): string[] {

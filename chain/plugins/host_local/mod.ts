@@ -27,7 +27,7 @@ import {
   setText,
   usableCountOfSet,
 } from "./range.ts";
-import { AddressStore, type Allocation, ownedBy } from "./store.ts";
+import { AddressStore, type Allocation } from "./store.ts";
 import { parseResolvConf } from "./resolv.ts";
 
 export const HOST_LOCAL_TYPE = "host-local";
@@ -56,21 +56,32 @@ function failure(message: string): CniError {
   return new CniError(ErrorCode.Internal, message);
 }
 
-/** The next free address of set `n`, round-robin, reserved for the attachment. */
+/** How many taken addresses in a row are tried one by one before the whole store is read. */
+const TRIES_BEFORE_SCAN = 32;
+
+/**
+ * The next free address of set `n`, round-robin, reserved for the attachment. Without `taken`
+ * (the store was not read whole) addresses are tried one by one, as the reference tries them;
+ * a run of taken ones (a full range) has the store read after all.
+ */
 async function takeNext(
   store: AddressStore,
   set: RangeSet,
   n: number,
-  taken: Set<string>,
+  taken: Set<string> | undefined,
   id: string,
   ifname: string,
 ): Promise<Taken> {
+  let tried = 0;
   for (const candidate of candidates(set, await store.lastReserved(n))) {
     const name = formatIp(candidate.ip);
-    if (taken.has(name)) continue;
-    // Under the lock the scan saw every file, but a file it missed only costs a retry.
+    if (!taken && ++tried > TRIES_BEFORE_SCAN) {
+      taken = new Set((await store.scan()).map((a) => a.name));
+    }
+    if (taken ? taken.has(name) : await store.isTaken(candidate.ip)) continue;
+    // Under the lock nothing else allocates, but a file the check missed only costs a retry.
     if (await store.reserve(candidate.ip, id, ifname)) return candidate;
-    taken.add(name);
+    taken?.add(name);
   }
   const count = usableCountOfSet(set);
   const addresses = `${count} usable address${count === 1n ? "" : "es"}`;
@@ -83,8 +94,8 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
   const wanted = assignRequests(cfg.sets, requestedIps(inv.conf, inv.env));
   const store = storeOf(inv, cfg);
   return await store.locked(async () => {
-    const { taken, allocations } = await store.scan({ id, ifname });
-    for (const mine of ownedBy(allocations, id, ifname)) {
+    const { mine: held, owner, taken } = await store.holdings(id, ifname);
+    for (const mine of held) {
       const set = cfg.sets.find((s) => rangeFor(s, mine.ip));
       if (!set) continue;
       const who = `container ${quote(id)} interface ${quote(ifname)}`;
@@ -101,7 +112,7 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
         if (!request) {
           got = await takeNext(store, set, n, taken, id, ifname);
         } else if (
-          !taken.has(formatIp(request.ip)) && (await store.reserve(request.ip, id, ifname))
+          !taken?.has(formatIp(request.ip)) && (await store.reserve(request.ip, id, ifname))
         ) {
           got = { ip: request.ip, range: rangeFor(set, request.ip)! };
         } else {
@@ -118,8 +129,12 @@ async function allocate(inv: Invocation, cfg: HostLocalConfig): Promise<IpConfig
       }
     } catch (err) {
       for (const a of created) await store.release(a).catch(() => {});
+      if (created.length || taken) await store.commit();
       throw err;
     }
+    // The attachment's index: what it already held outside these sets, and what it took now.
+    const kept = owner.ifname === undefined ? [] : held.map((a) => a.name);
+    await store.commit({ id, ifname }, [...kept, ...created.map((a) => a.name)]);
     return ips;
   });
 }
@@ -142,11 +157,15 @@ async function del(inv: Invocation): Promise<void> {
   await store.locked(async () => {
     const failures: string[] = [];
     const { containerId: id, ifname } = inv.env;
-    for (const a of ownedBy((await store.scan({ id, ifname })).allocations, id, ifname)) {
+    const { mine, owner, taken } = await store.holdings(id, ifname);
+    for (const a of mine) {
       await store.release(a).catch((err) =>
         failures.push(err instanceof Error ? err.message : String(err))
       );
     }
+    // Sealed again after a change (or after a full read rewrote the indexes).
+    if (mine.length) await store.commit(owner, []);
+    else if (taken) await store.commit();
     if (failures.length) {
       throw new CniError(ErrorCode.Io, `release addresses: ${failures.join("; ")}`);
     }
@@ -159,9 +178,7 @@ async function check(inv: Invocation): Promise<void> {
   const who = `container ${quote(id)} interface ${quote(ifname)}`;
   const store = storeOf(inv, cfg);
   const mine = (await store.exists())
-    ? await store.locked(async () =>
-      ownedBy((await store.scan({ id, ifname })).allocations, id, ifname)
-    )
+    ? await store.locked(async () => (await store.holdings(id, ifname, true)).mine)
     : [];
   if (mine.length === 0) throw failure(`no address in ${quote(cfg.dir)} is allocated to ${who}`);
   const prev = inv.conf.prevResult;
@@ -188,18 +205,26 @@ async function gc(inv: GcInvocation): Promise<void> {
   const keepIds = new Set(inv.validAttachments.map((a) => a.containerID));
   await store.locked(async () => {
     const failures: string[] = [];
-    for (const a of (await store.scan()).allocations) {
+    const left: Allocation[] = [];
+    for (const a of await store.scan()) {
       const { owner } = a;
       // A file without an interface name is from an old version: keep it while its container lives.
       const valid = owner !== undefined &&
         (owner.ifname === undefined
           ? keepIds.has(owner.id)
           : keep.has(`${owner.id}\0${owner.ifname}`));
-      if (valid) continue;
-      await store.release(a).catch((err) =>
-        failures.push(err instanceof Error ? err.message : String(err))
-      );
+      if (valid) {
+        left.push(a);
+        continue;
+      }
+      try {
+        await store.release(a);
+      } catch (err) {
+        failures.push(err instanceof Error ? err.message : String(err));
+        left.push(a);
+      }
     }
+    await store.commitAll(left);
     if (failures.length) {
       throw new CniError(ErrorCode.Io, `release addresses: ${failures.join("; ")}`);
     }

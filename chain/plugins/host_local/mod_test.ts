@@ -7,7 +7,7 @@ import type { StateFiles, System } from "../../system.ts";
 import { memorySystem } from "../../system_record.ts";
 import { hostLocalPlugin as plugin } from "./mod.ts";
 import { call, referenceView, seededRandom } from "../../../test/host_local.ts";
-import { ownerHash, ownerLinkName } from "./store.ts";
+import { indexName, SEAL_FILE } from "./store.ts";
 
 const DIR = "/data/net";
 const decoder = new TextDecoder();
@@ -31,7 +31,9 @@ async function store(system: System, dir = DIR): Promise<Record<string, string>>
   for (const name of await system.files.list(dir)) {
     out[name] = decoder.decode(await system.files.read(`${dir}/${name}`));
   }
-  return referenceView(out);
+  // The indexes are checked whenever the store is sealed (see store.ts).
+  const token = await system.files.dirToken(dir);
+  return referenceView(out, token !== undefined && out[SEAL_FILE] === token);
 }
 
 const addresses = (result: JsonObject | undefined): string[] =>
@@ -384,15 +386,16 @@ Deno.test("DEL releases exactly the attachment's addresses and can be repeated",
   );
 });
 
-/** State files that count the reads of allocation files (names that are addresses). */
+/** State files that count the reads of allocation files that exist (names that are addresses). */
 function countingReads(system: System): { system: System; reads: string[] } {
   const reads: string[] = [];
   const base = system.files;
   const files: StateFiles = {
-    read: (path, limit) => {
+    read: async (path, limit) => {
+      const data = await base.read(path, limit);
       const name = path.slice(path.lastIndexOf("/") + 1);
-      if (/^[0-9a-f.:]+$/.test(name)) reads.push(name);
-      return base.read(path, limit);
+      if (data !== undefined && /^[0-9a-f.:]+$/.test(name)) reads.push(name);
+      return data;
     },
     readSync: (p) => base.readSync(p),
     list: (d) => base.list(d),
@@ -402,19 +405,24 @@ function countingReads(system: System): { system: System; reads: string[] } {
     createExclusive: (p, d, m) => base.createExclusive(p, d, m),
     link: (e, p) => base.link(e, p),
     remove: (p) => base.remove(p),
+    dirToken: (d) => base.dirToken(d),
+    markDir: (d) => base.markDir(d),
     withLock: (p, fn) => base.withLock(p, fn),
   };
   return { system: { ...system, files }, reads };
 }
 
-Deno.test("owner links let ADD and DEL skip other attachments' files", async (t) => {
+Deno.test("a sealed store's indexes let ADD and DEL skip other attachments' files", async (t) => {
   const WIDE = { ranges: [[{ subnet: "10.1.0.0/24" }]] };
   const system = memorySystem();
   for (let i = 0; i < 20; i++) await call(plugin, system, "ADD", conf(WIDE), { id: `p${i}` });
-  const links = () => system.files.list(DIR).then((n) => n.filter((f) => f.startsWith(".owner.")));
-  await t.step("each allocation file has its link, named by its holder's hash", async () => {
-    assert.equal((await links()).length, 20);
-    assert.ok((await links()).includes(ownerLinkName("10.1.0.2", ownerHash("p0", "eth0"))));
+  const text = async (name: string) => decoder.decode(await system.files.read(`${DIR}/${name}`));
+  await t.step("each attachment has its index, and the store is sealed", async () => {
+    assert.deepEqual(JSON.parse(await text(indexName({ id: "p0", ifname: "eth0" }))), {
+      owner: "p0\r\neth0",
+      addresses: ["10.1.0.2"],
+    });
+    assert.equal(await text(SEAL_FILE), await system.files.dirToken(DIR));
   });
   await t.step("ADD and DEL read no other attachment's file", async () => {
     const counted = countingReads(system);
@@ -423,7 +431,10 @@ Deno.test("owner links let ADD and DEL skip other attachments' files", async (t)
     await call(plugin, counted.system, "DEL", conf(WIDE), { id: "p3" });
     assert.deepEqual(counted.reads, ["10.1.0.5"], "only p3's own file, to be sure of it");
     assert.equal((await store(system))["10.1.0.5"], undefined);
-    assert.equal((await links()).length, 20, "p3's link went with its file");
+    assert.equal(
+      await system.files.read(`${DIR}/${indexName({ id: "p3", ifname: "eth0" })}`),
+      undefined,
+    );
   });
   await t.step("a second ADD of an attachment is still refused", async () => {
     await rejects(
@@ -433,7 +444,7 @@ Deno.test("owner links let ADD and DEL skip other attachments' files", async (t)
     );
   });
   await t.step(
-    "files the reference wrote (no link) are read, refused as ours, and linked",
+    "a file the reference wrote unseals the store: all is read, and indexed",
     async () => {
       await system.files.writeAtomic(`${DIR}/10.1.0.200`, "ref\r\neth0");
       const counted = countingReads(system);
@@ -442,22 +453,25 @@ Deno.test("owner links let ADD and DEL skip other attachments' files", async (t)
         999,
         /10\.1\.0\.200/,
       );
-      assert.deepEqual(counted.reads, ["10.1.0.200"]);
-      assert.ok((await links()).includes(ownerLinkName("10.1.0.200", ownerHash("ref", "eth0"))));
+      assert.equal(counted.reads.length, 21, "every allocation file");
+      assert.ok(await system.files.read(`${DIR}/${indexName({ id: "ref", ifname: "eth0" })}`));
+      await call(plugin, system, "DEL", conf(WIDE), { id: "ref" });
+      assert.equal(await text(SEAL_FILE), await system.files.dirToken(DIR), "sealed again");
     },
   );
   await t.step(
-    "stale links are removed: file gone, or the address now someone else's",
+    "an index that does not hold (changed in place, sealed) has the store read",
     async () => {
-      const gone = ownerLinkName("10.1.0.250", ownerHash("x", "eth0"));
-      await system.files.writeAtomic(`${DIR}/${gone}`, "x\r\neth0");
-      // p5's address, but a link saying it is q's: q's ADD reads the file and is not refused.
-      const wrong = ownerLinkName("10.1.0.7", ownerHash("q", "eth0"));
-      await system.files.writeAtomic(`${DIR}/${wrong}`, "q\r\neth0");
-      await call(plugin, system, "ADD", conf(WIDE), { id: "q" });
-      const now = await links();
-      assert.ok(!now.includes(gone) && !now.includes(wrong), now.join(" "));
-      await store(system); // every link left is right
+      // q's index claims p5's address: q's ADD must not believe it, nor touch p5's file.
+      const index = `${DIR}/${indexName({ id: "q", ifname: "eth0" })}`;
+      await system.files.overwrite(
+        index,
+        JSON.stringify({ owner: "q\r\neth0", addresses: ["10.1.0.7"] }),
+      );
+      const got = addresses(await call(plugin, system, "ADD", conf(WIDE), { id: "q" }));
+      assert.notDeepEqual(got, ["10.1.0.7/24"]);
+      assert.equal(await text("10.1.0.7"), "p5\r\neth0");
+      await store(system); // and every index holds again
     },
   );
 });
@@ -578,6 +592,8 @@ function killedAt(base: StateFiles, stopAt: number): { files: StateFiles; stoppe
       createExclusive: (p, d, m) => gate(() => base.createExclusive(p, d, m)),
       link: (e, p) => gate(() => base.link(e, p)),
       remove: (p) => gate(() => base.remove(p)),
+      dirToken: (d) => base.dirToken(d),
+      markDir: (d) => gate(() => base.markDir(d)),
       withLock: (_p, fn) => fn(),
     },
   };
@@ -623,9 +639,9 @@ Deno.test("a process killed at any point of ADD or DEL leaves a store the next c
           "last_reserved_ip.1",
         ]);
         if (outcome === "done") {
-          // Every change was a kill point: two allocation files, their owner links and two
-          // cursors, or the two links and the two files removed.
-          assert.equal(stopAt, verb === "ADD" ? 6 : 4);
+          // Every change was a kill point: ADD's two allocation files and two cursors, then the
+          // index, the directory's mark and the seal; DEL's two removals, index, mark and seal.
+          assert.equal(stopAt, verb === "ADD" ? 7 : 5);
           break;
         }
       }

@@ -7,13 +7,16 @@ import assert from "node:assert/strict";
 import type { ConfigObject } from "../../spec/config.ts";
 import type { JsonObject } from "../../spec/types.ts";
 import { parseIp } from "../../ip.ts";
+import { SEAL_FILE } from "./store.ts";
 import {
   ensureBundle,
   finish,
+  isCnichainFile,
   type ProcessRun,
   REFERENCE_DIR,
   referenceView,
   runPlugin,
+  sealedOnDisk,
   seededRandom,
   snapshot,
   spawnPlugin,
@@ -51,7 +54,8 @@ interface StoreView {
  */
 async function readStore(dir: string, allowTemps: boolean): Promise<StoreView> {
   const view: StoreView = { allocations: new Map(), temps: [] };
-  for (const [name, text] of Object.entries(referenceView(await snapshot(dir)))) {
+  const files = referenceView(await snapshot(dir), await sealedOnDisk(dir));
+  for (const [name, text] of Object.entries(files)) {
     if (name === "lock") continue;
     if (name.startsWith("last_reserved_ip.")) {
       assert.ok(parseIp(text), `cursor ${name} holds an address, not ${JSON.stringify(text)}`);
@@ -95,7 +99,9 @@ Deno.test("64 processes allocating from one /24 at once get 64 distinct addresse
     dels.forEach((run, i) =>
       assert.equal(run.code, 0, `DEL ${ids[i]}: ${JSON.stringify(run.out)}`)
     );
-    assert.deepEqual(Object.keys(await snapshot(`${dataDir}/net`)), ["last_reserved_ip.0", "lock"]);
+    const left = await snapshot(`${dataDir}/net`);
+    assert.deepEqual(Object.keys(referenceView(left)), ["last_reserved_ip.0", "lock"]);
+    assert.deepEqual(Object.keys(left).filter(isCnichainFile), [SEAL_FILE], "no index left");
   });
 });
 

@@ -14,6 +14,7 @@ import {
   REFERENCE_DIR,
   referenceView,
   runPlugin,
+  sealedOnDisk,
   snapshot,
   withTempDir,
 } from "../../../test/host_local.ts";
@@ -89,8 +90,9 @@ async function replay(pick: (i: number) => string): Promise<Seen[]> {
       const run = await runPlugin(pick(i), step.verb, config(dataDir, step), step.opts);
       const result = run.code === 0 ? run.out : undefined;
       if (result && JSON.stringify(result.dns) === "{}") delete result.dns;
-      // cnichain's owner links are checked and left out (see store.ts): the reference's view.
-      const store = referenceView(await snapshot(`${dataDir}/net`));
+      // cnichain's indexes are checked (when sealed) and left out (see store.ts).
+      const dir = `${dataDir}/net`;
+      const store = referenceView(await snapshot(dir), await sealedOnDisk(dir));
       seen.push({ ok: run.code === 0, result, store });
     }
     return seen;

@@ -6,17 +6,25 @@
  * range set N handed out, and `flock` on the file `lock` around every change.
  * Allocation files are linked into place complete (never half-written), so a
  * process killed at any point leaves only whole allocations and, at worst, a
- * temporary file that the next holder of the lock removes.
+ * temporary file that the next full read of the store removes.
  *
- * One addition: beside each allocation file cnichain keeps a hard link to it
- * named `.owner.<hash of its content>.<address>`, so that ADD and DEL find an
- * attachment's addresses from the directory listing instead of reading every
- * file (the reference reads them all, and a cold JavaScript process pays ~10 µs
- * a file: 5 ms an ADD with 500 pods on the node). The links cost the reference
- * nothing: it skips names that are not addresses and, releasing by content,
- * removes a link together with its file. A file without a link (written by the
- * reference, by an older cnichain, or left by a crash between the two names)
- * is simply read, as before.
+ * Two additions, so that ADD and DEL need not read every pod's file (the
+ * reference reads them all, and a young JavaScript process pays about 4 µs a
+ * name just to list them: 4 ms an ADD with 500 pods on the node):
+ *
+ * - an index per attachment, `.cnichain-owner.<hash of its owner>`, naming the
+ *   addresses it holds;
+ * - a seal, `.cnichain-stamp`, holding the directory's modification time as
+ *   cnichain left it: a time at a random nanosecond that no later change of
+ *   the directory's entries (by cnichain or by the reference) can give again.
+ *
+ * While the directory's time equals the seal, the indexes describe the store
+ * exactly; otherwise (the reference wrote or released an address, a process
+ * was killed mid-change, the file system keeps no nanoseconds) every file is
+ * read, as the reference does, and the indexes are written anew. Every change
+ * cnichain makes touches the directory's entries first, so a change cut short
+ * always leaves the store unsealed. The reference reads the two kinds of file
+ * and finds no owner in them.
  */
 import { entryExists, isTempName, type StateFiles } from "../../system.ts";
 import { formatIp, type Ip, parseIp } from "../../ip.ts";
@@ -24,7 +32,8 @@ import { shortHash } from "../../hash.ts";
 
 export const LOCK_FILE = "lock";
 export const LAST_RESERVED_PREFIX = "last_reserved_ip.";
-export const OWNER_LINK_PREFIX = ".owner.";
+export const INDEX_PREFIX = ".cnichain-owner.";
+export const SEAL_FILE = ".cnichain-stamp";
 
 /** Who holds an address. `ifname` is missing in files written by old reference versions. */
 export interface Owner {
@@ -40,31 +49,24 @@ export interface Allocation {
   owner?: Owner;
 }
 
-/** What scan() finds. */
-export interface Scan {
-  /** The name of every allocation file (its address, as written), read or not. */
-  taken: Set<string>;
-  /** The allocations read: all of them, or those that could be the wanted attachment's. */
-  allocations: Allocation[];
+/** An attachment's addresses, as holdings() finds them. */
+export interface Holdings {
+  /** Its allocations: those naming it, else (an old reference's files) those naming its container. */
+  mine: Allocation[];
+  /** The owner their files name: whose index commit() rewrites. */
+  owner: Owner;
+  /** Every allocation file's name when the whole store was read; else addresses are tried. */
+  taken?: Set<string>;
 }
-
-const DOT = 0x2e;
-/** Where the 16 hex digits of the hash end in an owner link's name. */
-const LINK_HASH_END = OWNER_LINK_PREFIX.length + 16;
 
 /** What an allocation file holds (no trailing newline, as the reference writes it). */
-export function ownerText(id: string, ifname: string): string {
-  return `${id}\r\n${ifname}`;
+export function ownerText(owner: Owner): string {
+  return owner.ifname === undefined ? owner.id : `${owner.id}\r\n${owner.ifname}`;
 }
 
-/** The hash an attachment's owner links carry: of what its allocation files hold. */
-export function ownerHash(id: string, ifname: string): string {
-  return shortHash(ownerText(id, ifname));
-}
-
-/** The name of the owner link of `address` for the holder with hash `hash`. */
-export function ownerLinkName(address: string, hash: string): string {
-  return `${OWNER_LINK_PREFIX}${hash}.${address}`;
+/** The name of an owner's index file. */
+export function indexName(owner: Owner): string {
+  return `${INDEX_PREFIX}${shortHash(ownerText(owner))}`;
 }
 
 export function parseOwner(text: string): Owner | undefined {
@@ -85,7 +87,14 @@ export function ownedBy(allocations: Allocation[], id: string, ifname: string): 
   return allocations.filter((a) => a.owner?.id === id && a.owner.ifname === undefined);
 }
 
+/** What an index file holds: the owner (to tell hash clashes apart) and its addresses. */
+interface Index {
+  owner: string;
+  addresses: string[];
+}
+
 const decoder = new TextDecoder();
+const sameOwner = (a: Owner | undefined, b: Owner) => a?.id === b.id && a.ifname === b.ifname;
 
 export class AddressStore {
   constructor(readonly files: StateFiles, readonly dir: string) {}
@@ -104,104 +113,159 @@ export class AddressStore {
     return await this.files.withLock(`${this.dir}/${LOCK_FILE}`, fn);
   }
 
+  #path(name: string): string {
+    return `${this.dir}/${name}`;
+  }
+
+  /** Whether the indexes describe the store (its time is the one cnichain sealed it with). */
+  async #sealed(): Promise<boolean> {
+    const token = await this.files.dirToken(this.dir);
+    const seal = await this.files.read(this.#path(SEAL_FILE));
+    return token !== undefined && seal !== undefined && decoder.decode(seal) === token;
+  }
+
   /**
-   * The store's allocations. Call it holding the lock: a temporary file seen
-   * then belongs to a writer that was killed, so it is removed.
-   *
-   * Without `wanted` every allocation file is read. With it, only the files
-   * that could be that attachment's: those without an owner link, and those
-   * with its link (read to make sure). The rest count in `taken` alone. Links
-   * whose file is gone or holds another owner are stale and go; files found
-   * without a link get one, so the store soon needs no reads at all.
+   * Every allocation, every file read. Call it holding the lock: a temporary
+   * file seen then belongs to a writer that was killed, so it is removed.
    */
-  async scan(wanted?: { id: string; ifname: string }): Promise<Scan> {
-    const names = await this.files.list(this.dir);
-    // Per name only string slicing and Map lookups: with 500 pods on a node this loop runs over
-    // a thousand names in a process too young to have compiled it.
-    const linkHashes = new Map<string, string[]>(); // address -> hashes of its owner links
-    for (const name of names) {
-      if (!name.startsWith(OWNER_LINK_PREFIX) || name[LINK_HASH_END] !== ".") continue;
-      const address = name.slice(LINK_HASH_END + 1);
-      const hash = name.slice(OWNER_LINK_PREFIX.length, LINK_HASH_END);
-      const hashes = linkHashes.get(address);
-      if (hashes) hashes.push(hash);
-      else linkHashes.set(address, [hash]);
-    }
-    const wantedHash = wanted && ownerHash(wanted.id, wanted.ifname);
-    const taken = new Set<string>();
+  async scan(): Promise<Allocation[]> {
     const allocations: Allocation[] = [];
-    for (const name of names) {
-      if (name.charCodeAt(0) === DOT) {
-        if (!name.startsWith(OWNER_LINK_PREFIX) && isTempName(name)) {
-          await this.files.remove(`${this.dir}/${name}`);
-        }
+    for (const name of await this.files.list(this.dir)) {
+      if (name.charCodeAt(0) === 0x2e) { // "."
+        if (isTempName(name)) await this.files.remove(this.#path(name));
         continue;
       }
       if (name === LOCK_FILE || name.startsWith(LAST_RESERVED_PREFIX)) continue;
-      const hashes = linkHashes.get(name);
-      if (wantedHash && hashes && !hashes.includes(wantedHash)) {
-        taken.add(name); // another attachment's, by its link
-        continue;
-      }
       const ip = parseIp(name);
       if (!ip) continue; // anything else that is not an address
-      taken.add(name);
-      const bytes = await this.files.read(`${this.dir}/${name}`);
+      const bytes = await this.files.read(this.#path(name));
       if (bytes === undefined) continue;
-      const owner = parseOwner(decoder.decode(bytes));
-      allocations.push({ name, ip, owner });
-      if (owner?.ifname === undefined) continue; // unreadable, or the old format: no link
-      const right = ownerHash(owner.id, owner.ifname);
-      for (const hash of hashes ?? []) {
-        if (hash !== right) await this.files.remove(`${this.dir}/${ownerLinkName(name, hash)}`);
-      }
-      if (!hashes?.includes(right)) await this.#link(name, ownerLinkName(name, right));
+      allocations.push({ name, ip, owner: parseOwner(decoder.decode(bytes)) });
     }
-    // Links whose file is gone (removed by hand, or by a release killed between the two names).
-    for (const [address, hashes] of linkHashes) {
-      if (taken.has(address)) continue;
-      for (const hash of hashes) {
-        await this.files.remove(`${this.dir}/${ownerLinkName(address, hash)}`);
-      }
-    }
-    return { taken, allocations };
-  }
-
-  /** An owner link for `address`; a file system without hard links just goes without. */
-  async #link(address: string, link: string): Promise<void> {
-    try {
-      await this.files.link(`${this.dir}/${address}`, `${this.dir}/${link}`);
-    } catch {
-      // The file is still read on every scan: slower, never wrong.
-    }
-  }
-
-  /** Takes `ip` for the attachment, with its owner link; false when it is already taken. */
-  async reserve(ip: Ip, id: string, ifname: string): Promise<boolean> {
-    const address = formatIp(ip);
-    const path = `${this.dir}/${address}`;
-    if (!(await this.files.createExclusive(path, ownerText(id, ifname), 0o600))) return false;
-    await this.#link(address, ownerLinkName(address, ownerHash(id, ifname)));
-    return true;
+    return allocations;
   }
 
   /**
-   * Gives an address back: the owner link first, so that a process killed in
-   * between leaves a file without a link (which is read) and never a link
-   * without its file.
+   * An attachment's allocations, holding the lock: from its index when the
+   * store is sealed, else from a full scan(), after which (unless
+   * `readOnly`) every index is written anew for commit() to seal.
    */
-  async release(allocation: Allocation): Promise<boolean> {
-    const { owner } = allocation;
-    if (owner?.ifname !== undefined) {
-      const link = ownerLinkName(allocation.name, ownerHash(owner.id, owner.ifname));
-      await this.files.remove(`${this.dir}/${link}`);
+  async holdings(id: string, ifname: string, readOnly = false): Promise<Holdings> {
+    if (await this.#sealed()) {
+      const exact = await this.#indexed({ id, ifname });
+      const legacy = exact?.length ? [] : await this.#indexed({ id });
+      if (exact?.length) return { mine: exact, owner: { id, ifname } };
+      if (legacy?.length) return { mine: legacy, owner: { id } };
+      if (exact && legacy) return { mine: [], owner: { id, ifname } };
+      // An index that does not hold (a hash clash, a file changed by hand): read everything.
     }
-    return await this.files.remove(`${this.dir}/${allocation.name}`);
+    const all = await this.scan();
+    if (!readOnly) await this.#rewriteIndexes(all);
+    const mine = ownedBy(all, id, ifname);
+    return {
+      mine,
+      owner: mine[0]?.owner ?? { id, ifname },
+      taken: new Set(all.map((a) => a.name)),
+    };
+  }
+
+  /** The allocations an owner's index names, each file checked; undefined when they disagree. */
+  async #indexed(owner: Owner): Promise<Allocation[] | undefined> {
+    const bytes = await this.files.read(this.#path(indexName(owner)));
+    if (bytes === undefined) return [];
+    let index: Index;
+    try {
+      index = JSON.parse(decoder.decode(bytes));
+    } catch {
+      return undefined;
+    }
+    if (index.owner !== ownerText(owner)) return undefined; // another owner's, by a hash clash
+    const mine: Allocation[] = [];
+    for (const name of index.addresses) {
+      const ip = parseIp(name);
+      const file = await this.files.read(this.#path(name));
+      if (!ip || file === undefined || !sameOwner(parseOwner(decoder.decode(file)), owner)) {
+        return undefined;
+      }
+      mine.push({ name, ip, owner });
+    }
+    return mine;
+  }
+
+  /** Every owner's index as `allocations` say, stale ones removed. The store is unsealed. */
+  async #rewriteIndexes(allocations: Allocation[]): Promise<void> {
+    await this.#unseal();
+    const wanted = new Map<string, { owner: Owner; addresses: string[] }>();
+    for (const a of allocations) {
+      if (!a.owner) continue;
+      const name = indexName(a.owner);
+      const entry = wanted.get(name) ?? { owner: a.owner, addresses: [] };
+      entry.addresses.push(a.name);
+      wanted.set(name, entry);
+    }
+    for (const name of await this.files.list(this.dir)) {
+      if (name.startsWith(INDEX_PREFIX) && !wanted.has(name)) {
+        await this.files.remove(this.#path(name));
+      }
+    }
+    for (const { owner, addresses } of wanted.values()) await this.#writeIndex(owner, addresses);
+  }
+
+  async #writeIndex(owner: Owner, addresses: string[]): Promise<void> {
+    const path = this.#path(indexName(owner));
+    if (!addresses.length) {
+      await this.files.remove(path);
+      return;
+    }
+    const index: Index = { owner: ownerText(owner), addresses: [...addresses].sort() };
+    const text = JSON.stringify(index);
+    const now = await this.files.read(path);
+    if (now === undefined || decoder.decode(now) !== text) await this.files.overwrite(path, text);
+  }
+
+  /** Before indexes are rewritten: the seal no longer holds, so a cut-short rewrite is never trusted. */
+  async #unseal(): Promise<void> {
+    const path = this.#path(SEAL_FILE);
+    const seal = await this.files.read(path);
+    if (seal !== undefined && seal.length) await this.files.overwrite(path, "");
+  }
+
+  /**
+   * After an address was taken or given back (a change of the directory's entries, so the store
+   * is unsealed): `owner`'s index names `addresses`, and the store is sealed again.
+   */
+  async commit(owner?: Owner, addresses: string[] = []): Promise<void> {
+    if (owner) await this.#writeIndex(owner, addresses);
+    const path = this.#path(SEAL_FILE);
+    // Made before the mark: creating the seal is itself a change of the directory's entries.
+    if ((await this.files.read(path)) === undefined) await this.files.overwrite(path, "");
+    const token = await this.files.markDir(this.dir);
+    if (token !== undefined) await this.files.overwrite(path, token);
+  }
+
+  /** GC's commit: every index written from what is left, then sealed. */
+  async commitAll(allocations: Allocation[]): Promise<void> {
+    await this.#rewriteIndexes(allocations);
+    await this.commit();
+  }
+
+  /** Whether an address is taken (its file exists): for trying addresses without a full scan. */
+  async isTaken(ip: Ip): Promise<boolean> {
+    return (await this.files.read(this.#path(formatIp(ip)))) !== undefined;
+  }
+
+  /** Takes `ip` for the attachment; false when it is already taken. */
+  reserve(ip: Ip, id: string, ifname: string): Promise<boolean> {
+    return this.files.createExclusive(this.#path(formatIp(ip)), ownerText({ id, ifname }), 0o600);
+  }
+
+  release(allocation: Allocation): Promise<boolean> {
+    return this.files.remove(this.#path(allocation.name));
   }
 
   /** Range set `n`'s cursor; undefined when missing or unreadable (round-robin restarts). */
   async lastReserved(n: number): Promise<Ip | undefined> {
-    const bytes = await this.files.read(`${this.dir}/${LAST_RESERVED_PREFIX}${n}`);
+    const bytes = await this.files.read(this.#path(`${LAST_RESERVED_PREFIX}${n}`));
     return bytes === undefined ? undefined : parseIp(decoder.decode(bytes).trim());
   }
 
@@ -210,6 +274,6 @@ export class AddressStore {
    * or as another one, and either only moves where the next search starts.
    */
   setLastReserved(n: number, ip: Ip): Promise<void> {
-    return this.files.overwrite(`${this.dir}/${LAST_RESERVED_PREFIX}${n}`, formatIp(ip), 0o600);
+    return this.files.overwrite(this.#path(`${LAST_RESERVED_PREFIX}${n}`), formatIp(ip), 0o600);
   }
 }

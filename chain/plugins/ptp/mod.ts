@@ -171,7 +171,12 @@ function addOnce(
   prefix: number,
   flags: number,
 ) {
-  if (host.addresses(link.index).some((a) => a.address === address && a.prefix === prefix)) return;
+  const family = address.includes(":") ? 6 : 4;
+  if (
+    host.addresses(link.index, family).some((a) => a.address === address && a.prefix === prefix)
+  ) {
+    return;
+  }
   host.addAddress(link.index, address, prefix, flags);
 }
 
