@@ -46,6 +46,7 @@ const { values } = parseArgs({
     reference: { type: "string", default: `${root}conformance/.build/plugins-v1.9.1` },
     debian: { type: "string", default: "/usr/lib/cni" },
     bundle: { type: "string", default: `${root}dist/cnichain` },
+    growth: { type: "boolean", default: false },
     /** Internal: set on the re-run inside the host netns. */
     inner: { type: "string" },
     help: { type: "boolean", default: false },
@@ -61,7 +62,9 @@ if (values.help) {
   --out DIR        where latest.json and latest.svg go (default bench/results)
   --reference DIR  reference plugins v1.9.1 (default conformance/.build/plugins-v1.9.1)
   --debian DIR     Debian's reference plugins (default /usr/lib/cni)
-  --bundle FILE    the cnichain program (default dist/cnichain)`,
+  --bundle FILE    the cnichain program (default dist/cnichain)
+  --growth         cnichain alone on the node: N pods added one by one, the first and last
+                   tenth's ADD (wall and in-process) compared; writes growth.json`,
   );
   Deno.exit(0);
 }
@@ -978,7 +981,81 @@ function niceStep(x: number): number {
 
 // ----------------------------------------------------------------------- run
 
+/**
+ * `--growth`: how cnichain's ADD grows with the pods on a node when the node is its own (in the
+ * full run four implementations share the host netns: 4 x N veths and the reference's iptables
+ * rules, which slow every process's kernel work).
+ */
+async function growth(): Promise<void> {
+  const impl = impls.find((i) => i.key === "cnichain")!;
+  const rows: { wall: number; inProcess: number }[] = [];
+  const live: Attachment[] = [];
+  try {
+    for (let i = 0; i < pods; i++) {
+      const pod = await newPod(impl);
+      live.push(pod);
+      const r = await runChain(impl, "ADD", pod, { extraEnv: { CNICHAIN_TRACE: "1" } });
+      rows.push({ wall: r.ms, inProcess: Number(TRACE_LINE.exec(r.stderr)?.[2] ?? NaN) });
+      if ((i + 1) % 50 === 0 || i + 1 === pods) progress(`growth ADD ${i + 1}/${pods}`);
+    }
+  } finally {
+    for (const pod of live) {
+      if (pod.result) await runChain(impl, "DEL", pod).catch((err) => note(impl, err));
+      await dropPod(pod.netns);
+    }
+  }
+  const tenth = Math.max(1, Math.floor(pods / 10));
+  const part = (key: "wall" | "inProcess") => {
+    const first = median(rows.slice(0, tenth).map((r) => r[key]));
+    const last = median(rows.slice(-tenth).map((r) => r[key]));
+    return {
+      firstTenthMedianMs: round(first),
+      lastTenthMedianMs: round(last),
+      growthPercent: round((last / first - 1) * 100, 1),
+    };
+  };
+  const report = {
+    date: new Date().toISOString(),
+    machine: await machine(),
+    pods,
+    chain: "bridge (isGateway, ipMasq) + host-local + portmap (2 mappings per pod), cnichain alone",
+    wall: part("wall"),
+    inProcess: part("inProcess"),
+    wallMs: rows.map((r) => round(r.wall, 3)),
+    inProcessMs: rows.map((r) => round(r.inProcess, 3)),
+  };
+  await Deno.mkdir(values.out, { recursive: true });
+  await Deno.writeTextFile(`${values.out}/growth.json`, JSON.stringify(report, null, 2) + "\n");
+  const row = (what: string, x: ReturnType<typeof part>) =>
+    `| ${what} | ${fmt(x.firstTenthMedianMs)} | ${fmt(x.lastTenthMedianMs)} | ${
+      fmt(x.growthPercent)
+    } % |`;
+  console.log(
+    [
+      `cnichain alone, ${pods} pods; ${report.machine.nproc} CPUs, load ${report.machine.loadAverageAtEnd} at the end:`,
+      "",
+      "| ADD (median ms) | first tenth | last tenth | growth |",
+      "| --- | --- | --- | --- |",
+      row("wall", report.wall),
+      row("in-process (`CNICHAIN_TRACE=1`)", report.inProcess),
+    ].join("\n"),
+  );
+}
+
 let exitCode = 0;
+if (values.growth) {
+  try {
+    progress(`host netns ${hostNs}; growth of cnichain alone, ${pods} pods; work dir ${work}`);
+    await growth();
+    if (runs.get("cnichain")!.errors.length) exitCode = 1;
+  } catch (err) {
+    if (!interrupted) console.error(`bench: ${err instanceof Error ? err.stack : err}`);
+    exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+  Deno.exit(exitCode);
+}
 try {
   const began = performance.now();
   progress(
