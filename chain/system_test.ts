@@ -52,6 +52,25 @@ Deno.test("RealFiles writes state files whole, with the mode asked for", async (
         assert.deepEqual(await listTree(dir), ["last_reserved_ip.0"]);
       }),
   );
+  await t.step(
+    "markDir() sets a token dirToken() reads back; adding or removing a name changes it",
+    () =>
+      withDir(async (dir) => {
+        const token = await files.markDir(dir);
+        assert.ok(token, "ext4 and tmpfs keep nanoseconds");
+        assert.equal(await files.dirToken(dir), token);
+        await files.overwrite(`${dir}/f`, "x");
+        const created = await files.dirToken(dir);
+        assert.notEqual(created, token, "a new name");
+        assert.equal(await files.markDir(dir), await files.dirToken(dir));
+        const marked = await files.dirToken(dir);
+        await files.overwrite(`${dir}/f`, "yy");
+        assert.equal(await files.dirToken(dir), marked, "new content in place is no new name");
+        await files.remove(`${dir}/f`);
+        assert.notEqual(await files.dirToken(dir), marked, "a name removed");
+        assert.equal(await files.dirToken(`${dir}/missing`), undefined);
+      }),
+  );
   await t.step("remove() says whether there was something to remove", () =>
     withDir(async (dir) => {
       await files.writeAtomic(`${dir}/f`, "x");
