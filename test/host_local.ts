@@ -10,12 +10,7 @@ import { runBuiltin } from "../chain/invoke.ts";
 import { builtinRegistry } from "../chain/registry.ts";
 import type { InvokeContext, Plugin } from "../chain/plugin.ts";
 import type { System } from "../chain/system.ts";
-import {
-  INDEX_PREFIX,
-  indexName,
-  parseOwner,
-  SEAL_FILE,
-} from "../chain/plugins/host_local/store.ts";
+import { indexName, OWN_DIR, parseOwner, SEAL_FILE } from "../chain/plugins/host_local/store.ts";
 import { parseIp } from "../chain/ip.ts";
 import { RealFiles } from "../chain/system.ts";
 
@@ -174,13 +169,24 @@ export function runPlugin(
   return finish(spawnPlugin(bin, verb, config, opts));
 }
 
-/** A store directory's files and their bytes as text, temporary files included. */
+/**
+ * A store directory's files and their bytes as text, temporary files included, and those of its
+ * subdirectories as `<subdirectory>/<name>`.
+ */
 export async function snapshot(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  try {
-    for await (const entry of Deno.readDir(dir)) {
-      out[entry.name] = await Deno.readTextFile(`${dir}/${entry.name}`);
+  const walk = async (sub: string) => {
+    for await (const entry of Deno.readDir(`${dir}${sub}`)) {
+      const name = `${sub}/${entry.name}`.slice(1);
+      if (entry.isDirectory) await walk(`${sub}/${entry.name}`);
+      else {
+        const text = await Deno.readTextFile(`${dir}/${name}`).catch(() => undefined);
+        if (text !== undefined) out[name] = text; // else removed while we looked
+      }
     }
+  };
+  try {
+    await walk("");
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
@@ -189,7 +195,7 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
 
 /** cnichain's own files in a store: the owners' indexes and the seal (store.ts). */
 export function isCnichainFile(name: string): boolean {
-  return name.startsWith(INDEX_PREFIX) || name === SEAL_FILE;
+  return name.startsWith(`${OWN_DIR}/`);
 }
 
 /**
@@ -208,7 +214,7 @@ export function indexProblems(files: Record<string, string>): string[] {
     wanted.set(index, [...(wanted.get(index) ?? []), name].sort());
   }
   for (const [name, text] of Object.entries(files)) {
-    if (!name.startsWith(INDEX_PREFIX)) continue;
+    if (!isCnichainFile(name) || name === SEAL_FILE) continue;
     const index = JSON.parse(text) as { owner: string; addresses: string[] };
     if (JSON.stringify(index.addresses) !== JSON.stringify(wanted.get(name) ?? [])) {
       problems.push(

@@ -22,7 +22,7 @@ import {
 import { attachmentTag } from "../../chain/nft_state.ts";
 import { shortHash } from "../../chain/hash.ts";
 import { isTempName } from "../../chain/system.ts";
-import { indexProblems, isCnichainFile, sealedOnDisk } from "../host_local.ts";
+import { indexProblems, isCnichainFile, sealedOnDisk, snapshot } from "../host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const SETSID = "/usr/bin/setsid";
@@ -564,18 +564,7 @@ interface StoreView {
 
 async function readStore(dir: string): Promise<StoreView> {
   const view: StoreView = { allocations: new Map(), problems: [] };
-  let entries: Deno.DirEntry[] = [];
-  try {
-    entries = await Array.fromAsync(Deno.readDir(dir));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return view;
-    throw err;
-  }
-  const files: Record<string, string> = {};
-  for (const e of entries) {
-    const text = await Deno.readTextFile(`${dir}/${e.name}`).catch(() => undefined);
-    if (text !== undefined) files[e.name] = text; // else removed while we looked
-  }
+  const files = await snapshot(dir);
   if (await sealedOnDisk(dir)) view.problems.push(...indexProblems(files).map((p) => `IPAM: ${p}`));
   for (const [name, text] of Object.entries(files)) {
     if (name === "lock" || isCnichainFile(name)) continue;

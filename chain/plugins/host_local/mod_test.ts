@@ -28,9 +28,15 @@ const DUAL = { ranges: [[{ subnet: "10.1.0.0/29" }], [{ subnet: "fd00::/126" }]]
 /** The store's files and their text as the reference plugin sees them (the memory system's). */
 async function store(system: System, dir = DIR): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (const name of await system.files.list(dir)) {
-    out[name] = decoder.decode(await system.files.read(`${dir}/${name}`));
-  }
+  const walk = async (sub: string) => {
+    for (const name of await system.files.list(`${dir}${sub}`)) {
+      const path = `${sub}/${name}`;
+      const data = await system.files.read(`${dir}${path}`);
+      if (data === undefined) await walk(path); // a directory
+      else out[path.slice(1)] = decoder.decode(data);
+    }
+  };
+  await walk("");
   // The indexes are checked whenever the store is sealed (see store.ts).
   const token = await system.files.dirToken(dir);
   return referenceView(out, token !== undefined && out[SEAL_FILE] === token);
@@ -394,7 +400,8 @@ function countingReads(system: System): { system: System; reads: string[] } {
     read: async (path, limit) => {
       const data = await base.read(path, limit);
       const name = path.slice(path.lastIndexOf("/") + 1);
-      if (data !== undefined && /^[0-9a-f.:]+$/.test(name)) reads.push(name);
+      const inStore = path.slice(0, path.lastIndexOf("/")) === DIR;
+      if (data !== undefined && inStore && /^[0-9a-f.:]+$/.test(name)) reads.push(name);
       return data;
     },
     readSync: (p) => base.readSync(p),
