@@ -988,14 +988,29 @@ function niceStep(x: number): number {
  */
 async function growth(): Promise<void> {
   const impl = impls.find((i) => i.key === "cnichain")!;
-  const rows: { wall: number; inProcess: number }[] = [];
+  const rows: {
+    wall: number;
+    inProcess: number;
+    sinceStart: number;
+    steps: Record<string, number>;
+  }[] = [];
   const live: Attachment[] = [];
   try {
     for (let i = 0; i < pods; i++) {
       const pod = await newPod(impl);
       live.push(pod);
       const r = await runChain(impl, "ADD", pod, { extraEnv: { CNICHAIN_TRACE: "1" } });
-      rows.push({ wall: r.ms, inProcess: Number(TRACE_LINE.exec(r.stderr)?.[2] ?? NaN) });
+      const m = TRACE_LINE.exec(r.stderr);
+      const steps: Record<string, number> = {};
+      for (const s of r.stderr.matchAll(/ADD step \S+ (\S+) \(built-in\) ([\d.]+) ms/g)) {
+        steps[s[1]] = Number(s[2]);
+      }
+      rows.push({
+        wall: r.ms,
+        inProcess: Number(m?.[2] ?? NaN),
+        sinceStart: Number(m?.[3] ?? NaN),
+        steps,
+      });
       if ((i + 1) % 50 === 0 || i + 1 === pods) progress(`growth ADD ${i + 1}/${pods}`);
     }
   } finally {
@@ -1005,7 +1020,7 @@ async function growth(): Promise<void> {
     }
   }
   const tenth = Math.max(1, Math.floor(pods / 10));
-  const part = (key: "wall" | "inProcess") => {
+  const part = (key: "wall" | "inProcess" | "sinceStart") => {
     const first = median(rows.slice(0, tenth).map((r) => r[key]));
     const last = median(rows.slice(-tenth).map((r) => r[key]));
     return {
@@ -1021,6 +1036,14 @@ async function growth(): Promise<void> {
     chain: "bridge (isGateway, ipMasq) + host-local + portmap (2 mappings per pod), cnichain alone",
     wall: part("wall"),
     inProcess: part("inProcess"),
+    sinceRuntimeStart: part("sinceStart"),
+    stepsMs: Object.fromEntries(
+      Object.keys(rows[0]?.steps ?? {}).map((step) => {
+        const first = median(rows.slice(0, tenth).map((r) => r.steps[step]));
+        const last = median(rows.slice(-tenth).map((r) => r.steps[step]));
+        return [step, { firstTenthMedianMs: round(first), lastTenthMedianMs: round(last) }];
+      }),
+    ),
     wallMs: rows.map((r) => round(r.wall, 3)),
     inProcessMs: rows.map((r) => round(r.inProcess, 3)),
   };
@@ -1037,6 +1060,7 @@ async function growth(): Promise<void> {
       "| ADD (median ms) | first tenth | last tenth | growth |",
       "| --- | --- | --- | --- |",
       row("wall", report.wall),
+      row("since the runtime started", report.sinceRuntimeStart),
       row("in-process (`CNICHAIN_TRACE=1`)", report.inProcess),
     ].join("\n"),
   );
