@@ -289,7 +289,8 @@ class RealNetns implements Netns {
 
   writeSysctl(key: string, value: string): void {
     const conf = /^net\/ipv4\/conf\/([^/]+)\/([a-z_]+)$/.exec(key);
-    const index = conf && conf[1] !== "all" && conf[1] !== "default" && rt.INET_CONF[conf[2]];
+    const index = conf && conf[1] !== "all" && conf[1] !== "default" &&
+      Object.hasOwn(rt.INET_CONF, conf[2]) && rt.INET_CONF[conf[2]];
     if (index && /^\d{1,9}$/.test(value)) {
       // Over netlink: no namespace to enter, no file to open (arp_notify, route_localnet).
       this.sock.request(

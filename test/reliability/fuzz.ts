@@ -303,7 +303,7 @@ export interface InProcessOutcome {
  * whatever dataDir the config names); a config refused before any step runs
  * leaves nothing.
  */
-const HINT = /^file \/.*\/(last_reserved_ip\.\d+|\.cnichain-stamp)$/;
+const HINT = /^file \/.*\/(last_reserved_ip\.\d+|\.cnichain\/seal)$/;
 
 /** The memory system's net state: files and directories written, kernel objects not undone. */
 function leftovers(system: ReturnType<typeof memorySystem>): string[] {
