@@ -1071,21 +1071,27 @@ async function growth(): Promise<void> {
   );
 }
 
-let exitCode = 0;
-if (values.growth) {
+/** Runs a mode of the bench and exits (1 on errors); pod netns and work dir go whatever happens. */
+async function runMode(mode: () => Promise<boolean>): Promise<never> {
+  let ok = false;
   try {
-    progress(`host netns ${hostNs}; growth of cnichain alone, ${pods} pods; work dir ${work}`);
-    await growth();
-    if (runs.get("cnichain")!.errors.length) exitCode = 1;
+    ok = await mode();
   } catch (err) {
     if (!interrupted) console.error(`bench: ${err instanceof Error ? err.stack : err}`);
-    exitCode = 1;
   } finally {
     await cleanup();
   }
-  Deno.exit(exitCode);
+  Deno.exit(ok ? 0 : 1);
 }
-try {
+
+if (values.growth) {
+  await runMode(async () => {
+    progress(`host netns ${hostNs}; growth of cnichain alone, ${pods} pods; work dir ${work}`);
+    await growth();
+    return runs.get("cnichain")!.errors.length === 0;
+  });
+}
+await runMode(async () => {
   const began = performance.now();
   progress(
     `host netns ${hostNs}; ${pods} pods, concurrency ${concurrency}; work dir ${work}`,
@@ -1180,12 +1186,7 @@ try {
         short.length ? `; duplicate or missing addresses: ${short.map((i) => i.key)}` : ""
       }`,
     );
-    exitCode = 1;
+    return false;
   }
-} catch (err) {
-  if (!interrupted) console.error(`bench: ${err instanceof Error ? err.stack : err}`);
-  exitCode = 1;
-} finally {
-  await cleanup();
-}
-Deno.exit(exitCode);
+  return true;
+});

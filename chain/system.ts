@@ -12,10 +12,7 @@ import { randomHex32 } from "./hash.ts";
 
 /** One change a step made or, in a dry run, would make. */
 export interface Effect {
-  /**
-   * What kind of change: "create file", "write file", "link file", "remove file",
-   * "create directory", "exec".
-   */
+  /** What kind of change: "create file", "write file", "remove file", "create directory", "exec". */
   op: string;
   /** What it applies to: a path, a link name, a table. */
   target: string;
@@ -45,8 +42,6 @@ export interface StateFiles {
    * (a complete temporary file hard-linked to the name). False when taken.
    */
   createExclusive(path: string, data: Uint8Array | string, mode?: number): Promise<boolean>;
-  /** Gives the file at `existing` a second name (a hard link); false when `path` is taken. */
-  link(existing: string, path: string): Promise<boolean>;
   /** Removes a file; false when it did not exist. */
   remove(path: string): Promise<boolean>;
   /**
@@ -273,13 +268,6 @@ export class RealFiles implements StateFiles {
     } finally {
       if (temp) libc.unlink(temp);
     }
-  }
-
-  link(existing: string, path: string): Promise<boolean> {
-    const errnum = libc.link(existing, path);
-    if (errnum === libc.EEXIST) return Promise.resolve(false);
-    if (errnum === 0) return Promise.resolve(true);
-    return Promise.reject(ioContext("link", path, new OsError("link", errnum)));
   }
 
   remove(path: string): Promise<boolean> {

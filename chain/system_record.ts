@@ -24,7 +24,6 @@ const nothing: StateFiles = {
   writeAtomic: () => Promise.resolve(),
   overwrite: () => Promise.resolve(),
   createExclusive: () => Promise.resolve(true),
-  link: () => Promise.resolve(true),
   dirToken: () => Promise.resolve(undefined),
   markDir: () => Promise.resolve(undefined),
   remove: () => Promise.resolve(false),
@@ -119,17 +118,6 @@ export class OverlayFiles implements StateFiles {
     this.#entriesChanged(path);
     this.#files.set(path, { data: bytes, mode });
     this.effects.push({ op: "create file", target: path, detail: preview(bytes) });
-    return true;
-  }
-
-  /** A second name for the same content (a copy here: nothing writes a file twice). */
-  async link(existing: string, path: string): Promise<boolean> {
-    const data = await this.read(existing);
-    if (data === undefined) throw new Error(`link ${JSON.stringify(path)}: no file ${existing}`);
-    if ((await this.read(path)) !== undefined) return false;
-    this.#entriesChanged(path);
-    this.#files.set(path, { data, mode: this.#files.get(existing)?.mode ?? 0o600 });
-    this.effects.push({ op: "link file", target: path, detail: `to ${existing}` });
     return true;
   }
 

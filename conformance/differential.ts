@@ -112,7 +112,7 @@ async function sysctl(w: World, ns: string, key: string): Promise<string> {
   return out.stdout.trim();
 }
 
-/** The store as the reference plugin sees it (cnichain's owner links checked and left out). */
+/** The store as the reference plugin sees it (cnichain's indexes and seal left out). */
 async function store(w: World): Promise<Json> {
   return referenceView(await snapshot(`${w.dataDir}/${NET}`));
 }

@@ -7,7 +7,7 @@
  * machine's own network. {@linkcode withWorld} removes everything, also on failure.
  */
 import { type RunOutput, runProgram } from "../test/helpers.ts";
-import { referenceView, snapshot } from "../test/host_local.ts";
+import { allocationNames } from "../test/host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const TIMEOUT = "/usr/bin/timeout";
@@ -165,14 +165,9 @@ export class World {
     });
   }
 
-  /**
-   * The files host-local keeps for network `net` (addresses only; cnichain's owner links beside
-   * them are checked and left out, as the reference plugin leaves them).
-   */
-  async allocations(net = this.net, dataDir = this.dataDir): Promise<string[]> {
-    const files = referenceView(await snapshot(`${dataDir}/${net}`));
-    return Object.keys(files).filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip."))
-      .sort();
+  /** The files host-local keeps for network `net` (addresses only). */
+  allocations(net = this.net, dataDir = this.dataDir): Promise<string[]> {
+    return allocationNames(`${dataDir}/${net}`);
   }
 
   async close(): Promise<void> {

@@ -193,6 +193,16 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }
 
+/**
+ * The names of a store's allocation files on disk: everything but its lock, its cursors and
+ * cnichain's own files, so that a stray temporary file shows up as an allocation too.
+ */
+export async function allocationNames(dir: string): Promise<string[]> {
+  return Object.keys(await snapshot(dir)).filter((name) =>
+    !isCnichainFile(name) && name !== "lock" && !name.startsWith("last_reserved_ip.")
+  );
+}
+
 /** cnichain's own files in a store: the owners' indexes and the seal (store.ts). */
 export function isCnichainFile(name: string): boolean {
   return name.startsWith(`${OWN_DIR}/`);

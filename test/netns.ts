@@ -24,7 +24,7 @@
  */
 import assert from "node:assert/strict";
 import { BUNDLE, type RunOutput, runProgram } from "./helpers.ts";
-import { referenceView, snapshot as storeFiles } from "./host_local.ts";
+import { allocationNames } from "./host_local.ts";
 
 const IP = "/usr/sbin/ip";
 const NFT = "/usr/sbin/nft";
@@ -278,14 +278,9 @@ export class Lab {
     return { type: "host-local", dataDir: this.dataDir, ranges, ...extra };
   }
 
-  /**
-   * The addresses host-local holds for network `name` (its allocation files; cnichain's owner
-   * links beside them are checked and left out).
-   */
-  async allocations(name = "kt"): Promise<string[]> {
-    const files = referenceView(await storeFiles(`${this.dataDir}/${name}`));
-    return Object.keys(files).filter((f) => f !== "lock" && !f.startsWith("last_reserved_ip."))
-      .sort();
+  /** The addresses host-local holds for network `name` (its allocation files). */
+  allocations(name = "kt"): Promise<string[]> {
+    return allocationNames(`${this.dataDir}/${name}`);
   }
 
   /**

@@ -5,6 +5,7 @@
  * with the empty environment runtimes give plugins (no PATH, HOME, DENO_DIR).
  */
 import { WASM_TRAILER } from "../policy-wasm/host.ts";
+import { fnv64 } from "../chain/hash.ts";
 import { ruleStamp } from "../chain/nft_state.ts";
 import { MASQUERADE } from "../chain/masquerade.ts";
 import { PORTMAP } from "../chain/plugins/portmap/mod.ts";
@@ -50,9 +51,8 @@ if (wasm) {
   }
   body = body.replace('"__CNICHAIN_POLICY_WASM__"', JSON.stringify("trailer"));
   trailer = `\n/*${WASM_TRAILER}${btoa(binary)}*/\n`;
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", wasm));
-  const id = [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
-  body = body.replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(id));
+  // The same hash engineId() works out when it runs unbundled.
+  body = body.replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(fnv64(wasm)));
 }
 // The nftables features' rule stamps, worked out here rather than by every run (nft_state.ts).
 const stamps = Object.fromEntries(

@@ -17,7 +17,7 @@
  * also when the work in between fails.
  */
 import { BUNDLE, type RunOutput, runProgram } from "../../test/helpers.ts";
-import { parseIp } from "../../chain/ip.ts";
+import { allocationNames } from "../../test/host_local.ts";
 import {
   addresses,
   assertNoLeak,
@@ -337,17 +337,9 @@ export class Cluster {
     return this.serve(this.underlay, "outside", OUTSIDE_IP, ports);
   }
 
-  /** The addresses host-local still holds on a node (its allocation files: names of addresses). */
-  async allocations(node: Node): Promise<string[]> {
-    const out: string[] = [];
-    try {
-      for await (const e of Deno.readDir(`${node.dataDir}/${NETWORK}`)) {
-        if (parseIp(e.name)) out.push(e.name);
-      }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    return out.sort();
+  /** The addresses host-local still holds on a node (its allocation files). */
+  allocations(node: Node): Promise<string[]> {
+    return allocationNames(`${node.dataDir}/${NETWORK}`);
   }
 
   /** What every node netns holds now (links, addresses, routes, nftables), in node order. */
