@@ -71,7 +71,17 @@ export function processEnv(name: string): string | undefined {
 }
 
 /** Reads and validates the CNI variables from `get` (Deno.env.get, or a test's map). */
-export function parseEnv(get: (name: string) => string | undefined): CniEnv {
+export function parseEnv(getRaw: (name: string) => string | undefined): CniEnv {
+  // A process cannot receive a lone UTF-16 surrogate (processEnv refuses bytes that are not
+  // UTF-8), but an in-process caller can pass one; refused the same way, so that names written
+  // to disk as UTF-8 read back equal to what the run held in memory.
+  const get = (name: string) => {
+    const value = getRaw(name);
+    if (value !== undefined && !value.isWellFormed()) {
+      throw new CniError(ErrorCode.InvalidEnv, `${name}: is not valid UTF-8`);
+    }
+    return value;
+  };
   const command = get("CNI_COMMAND");
   if (command === undefined || command === "") {
     throw new CniError(

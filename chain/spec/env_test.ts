@@ -68,6 +68,9 @@ Deno.test("parseEnv() validates the container id, ifname and CNI_ARGS", async (t
     ["eth/0", /may not contain/],
     ["eth:0", /may not contain/],
     ["eth 0", /may not contain/],
+    // A lone surrogate: a process never gets one (the OS hands over bytes), an in-process
+    // caller can, and it would be written to disk as U+FFFD and never read back equal.
+    ["eth\ud800", /CNI_IFNAME: is not valid UTF-8/],
   ];
   for (const [name, message] of badNames) {
     await t.step(`ifname ${JSON.stringify(name)} is code 4`, () => {
