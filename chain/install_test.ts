@@ -86,7 +86,7 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     const program = await Deno.readTextFile(`${dir}/bin/cnichain`);
     assert.equal(
       program.slice(0, program.indexOf("\n")),
-      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run --allow-all --no-config --no-lock --quiet --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--no-sparkplug`,
+      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run --allow-all --no-config --no-lock --quiet --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--no-sparkplug,--regexp-tier-up-ticks=1000`,
     );
     assert.equal(program.slice(program.indexOf("\n")), PROGRAM_BODY);
     assert.equal(mode(`${dir}/bin/cnichain`), 0o755);

@@ -12,6 +12,7 @@
 import {
   type Attr,
   attr,
+  findAttr,
   message,
   nested,
   NLM_F_ACK,
@@ -20,6 +21,7 @@ import {
   NLM_F_EXCL,
   NLM_F_REQUEST,
   parseAttrs,
+  readString,
   type Reply,
   str,
 } from "./netlink.ts";
@@ -151,10 +153,16 @@ export interface ElementSpec {
   comment?: string;
 }
 
+const encoder = new TextEncoder();
+
 function commentData(comment: string): Uint8Array {
-  const text = new TextEncoder().encode(`${comment}\0`);
+  const text = encoder.encode(`${comment}\0`);
   if (text.length > 255) throw new Error(`comment longer than 254 bytes: ${comment}`);
-  return Uint8Array.of(UDATA_COMMENT, text.length, ...text);
+  const out = new Uint8Array(2 + text.length);
+  out[0] = UDATA_COMMENT;
+  out[1] = text.length;
+  out.set(text, 2);
+  return out;
 }
 
 function elementAttrs(type: SetType, e: ElementSpec, withData: boolean): Attr {
@@ -252,9 +260,7 @@ function readComment(udata: Uint8Array | undefined): string | undefined {
   let at = 0;
   while (udata && at + 2 <= udata.length) {
     const [type, len] = [udata[at], udata[at + 1]];
-    if (type === UDATA_COMMENT) {
-      return new TextDecoder().decode(udata.subarray(at + 2, at + 2 + len)).replace(/\0.*$/s, "");
-    }
+    if (type === UDATA_COMMENT) return readString(udata.subarray(at + 2, at + 2 + len));
     at += 2 + len;
   }
   return undefined;
@@ -262,7 +268,7 @@ function readComment(udata: Uint8Array | undefined): string | undefined {
 
 /** A rule's comment from its NEWRULE message; undefined when it has none. */
 export function ruleComment(reply: Reply): string | undefined {
-  return readComment(parseAttrs(reply.payload.subarray(4)).get(NFTA_RULE_USERDATA));
+  return readComment(findAttr(reply.payload.subarray(4), NFTA_RULE_USERDATA));
 }
 
 /** The comment of the element in a GETSETELEM reply ("" when it has none). */

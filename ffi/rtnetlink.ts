@@ -373,10 +373,9 @@ export function changeAddress(
   const attrs: Attr[] = [attr(IFA_LOCAL, bytes), attr(IFA_ADDRESS, bytes)];
   if (family === AF_INET && prefix < 31 && !remove) {
     // The broadcast address, as `ip addr add ... brd +` sets it.
-    const host = (1n << BigInt(32 - prefix)) - 1n;
+    const host = 2 ** (32 - prefix) - 1;
     const brd = new Uint8Array(4);
-    const value = (BigInt(new DataView(bytes.buffer).getUint32(0)) | host) & 0xffffffffn;
-    new DataView(brd.buffer).setUint32(0, Number(value));
+    new DataView(brd.buffer).setUint32(0, (new DataView(bytes.buffer).getUint32(0) | host) >>> 0);
     attrs.push(attr(IFA_BROADCAST, brd));
   }
   if (flags) attrs.push(u32(IFA_FLAGS, flags));

@@ -7,12 +7,13 @@
  */
 
 import { fnv64 } from "../chain/hash.ts";
+import { readTrailer } from "../chain/trailer.ts";
 
 export const ABI_VERSION = 1;
 
 /**
- * tools/bundle.ts replaces this with "trailer": the module's bytes (base64) then end the bundled
- * program, in a comment, so that it is one file.
+ * tools/bundle.ts replaces this with "trailer": the module's bytes then travel at the end of the
+ * bundled program (chain/trailer.ts), so that it is one file.
  */
 const EMBEDDED: string = "__CNICHAIN_POLICY_WASM__";
 /** ... and this with a hash of those bytes. */
@@ -94,21 +95,14 @@ export class PolicyProblems extends Error {
   }
 }
 
-/** What precedes the module's bytes (base64) in the comment that ends the bundled program. */
-export const WASM_TRAILER = "cnichain-policy-wasm:";
+/** The name of the trailer that carries the module's bytes in the bundled program. */
+export const WASM_TRAILER = "cnichain-policy-wasm";
 
 function wasmBytes(): Uint8Array<ArrayBuffer> {
   if (EMBEDDED === "trailer") {
-    // In the bundle import.meta.url is the program itself (under whatever name it was run).
-    const text = Deno.readTextFileSync(new URL(import.meta.url));
-    const start = text.lastIndexOf(WASM_TRAILER) + WASM_TRAILER.length;
-    const base64 = text.slice(start, text.indexOf("*/", start));
-    // Uint8Array.fromBase64 decodes in a fraction of a millisecond; atob and a per-character
-    // copy took 15-20 ms for this module.
-    const fromBase64 =
-      (Uint8Array as unknown as { fromBase64?: (s: string) => Uint8Array<ArrayBuffer> })
-        .fromBase64;
-    return fromBase64 ? fromBase64(base64) : Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const bytes = readTrailer(WASM_TRAILER);
+    if (!bytes) throw new Error(`${Deno.mainModule} carries no policy engine`);
+    return bytes;
   }
   return Deno.readFileSync(new URL("./policy.wasm", import.meta.url));
 }

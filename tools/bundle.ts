@@ -6,6 +6,7 @@
  */
 import { WASM_TRAILER } from "../policy-wasm/host.ts";
 import { fnv64 } from "../chain/hash.ts";
+import { CLI_TRAILER, trailerComment } from "../chain/trailer.ts";
 import { ruleStamp } from "../chain/nft_state.ts";
 import { MASQUERADE } from "../chain/masquerade.ts";
 import { PORTMAP } from "../chain/plugins/portmap/mod.ts";
@@ -17,48 +18,56 @@ const out = `${root}dist/cnichain`;
 const js = `${root}dist/cnichain.js`;
 
 await Deno.mkdir(`${root}dist`, { recursive: true });
-const build = await new Deno.Command(Deno.execPath(), {
-  // Minified: Deno and V8 pay for every byte of the program and of its code cache on each run
-  // (VERSION 16.6 -> 15.7 ms, median of 40 interleaved). Not --keep-names: it renames every
-  // function again at start-up (0.6 ms of it); the errors users see name their call anyway.
-  args: [
-    "bundle",
-    "--quiet",
-    "--platform",
-    "deno",
-    "--minify",
-    "--output",
-    js,
-    `${root}main.ts`,
-  ],
-  cwd: root,
-  stdout: "inherit",
-  stderr: "inherit",
-}).output();
-if (!build.success) Deno.exit(build.code || 1);
 
-let body = (await Deno.readTextFile(js)).replace(/^#!.*\n/, "");
-// The policy engine travels inside the program, one file to install: its bytes (base64) in a
-// comment at the end, which the engine's host reads back from the file when a step needs it.
-// Not a string constant: V8 would carry it in the code cache of every run, and the runs that
-// need the engine are few (policy/memo.ts remembers its answers): VERSION 17.0 -> 16.5 ms.
-const wasm = await Deno.readFile(`${root}policy-wasm/policy.wasm`).catch(() => undefined);
-let trailer = "";
-if (wasm) {
-  let binary = "";
-  for (let i = 0; i < wasm.length; i += 0x8000) {
-    binary += String.fromCharCode(...wasm.subarray(i, i + 0x8000));
-  }
-  body = body.replace('"__CNICHAIN_POLICY_WASM__"', JSON.stringify("trailer"));
-  trailer = `\n/*${WASM_TRAILER}${btoa(binary)}*/\n`;
-  // The same hash engineId() works out when it runs unbundled.
-  body = body.replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(fnv64(wasm)));
+/** `deno bundle` of one entry, minified, as text without a #! line. */
+async function bundle(entry: string): Promise<string> {
+  const build = await new Deno.Command(Deno.execPath(), {
+    // Minified: Deno and V8 pay for every byte of the program and of its code cache on each run
+    // (VERSION 16.6 -> 15.7 ms, median of 40 interleaved). Not --keep-names: it renames every
+    // function again at start-up (0.6 ms of it); the errors users see name their call anyway.
+    args: ["bundle", "--quiet", "--platform", "deno", "--minify", "--output", js, entry],
+    cwd: root,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!build.success) Deno.exit(build.code || 1);
+  const text = (await Deno.readTextFile(js)).replace(/^#!.*\n/, "");
+  await Deno.remove(js);
+  return text;
 }
+
+const wasm = await Deno.readFile(`${root}policy-wasm/policy.wasm`).catch(() => undefined);
 // The nftables features' rule stamps, worked out here rather than by every run (nft_state.ts).
 const stamps = Object.fromEntries(
   [MASQUERADE, PORTMAP, POLICY].map((feature) => [feature.name, ruleStamp(feature)]),
 );
-body = body.replace('"__CNICHAIN_RULE_STAMPS__"', JSON.stringify(JSON.stringify(stamps)));
+
+/** Fills in the constants a bundled program finds in place of a build's placeholders. */
+function settle(code: string): string {
+  if (wasm) {
+    code = code.replace('"__CNICHAIN_POLICY_WASM__"', JSON.stringify("trailer"))
+      // The same hash engineId() works out when it runs unbundled.
+      .replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(fnv64(wasm)));
+  }
+  return code.replace('"__CNICHAIN_RULE_STAMPS__"', JSON.stringify(JSON.stringify(stamps)));
+}
+
+// The program runtimes run: the plugins. The command line is a bundle of its own (chain/cli.ts
+// and everything it uses), gzipped in a trailer, which main.ts compiles when a person runs it.
+const body = settle(await bundle(`${root}main.ts`)).replace(
+  '"__CNICHAIN_CLI__"',
+  JSON.stringify("trailer"),
+);
+const cli = settle(await bundle(`${root}chain/cli.ts`));
+const gzipped = new Uint8Array(
+  await new Response(
+    new Blob([cli]).stream().pipeThrough(new CompressionStream("gzip")),
+  ).arrayBuffer(),
+);
+// The policy engine travels inside the program too, one file to install; raw, not gzipped: its
+// host reads it synchronously, and runs that need it are few (policy/memo.ts remembers answers).
+let trailer = `\n${trailerComment(CLI_TRAILER, gzipped)}\n`;
+if (wasm) trailer += `${trailerComment(WASM_TRAILER, wasm)}\n`;
 // `env -S` splits the interpreter line into arguments; env is at a fixed path on every Linux.
 // --no-config keeps a deno.json in the caller's working directory from changing the program.
 // DENO_NO_UPDATE_CHECK: a plugin run is no time to look for Deno releases (and nodes may be offline).
@@ -73,10 +82,12 @@ body = body.replace('"__CNICHAIN_RULE_STAMPS__"', JSON.stringify(JSON.stringify(
 // --no-sparkplug: V8's baseline compiler compiles functions that have run a little, in batches;
 // a plugin run ends before that pays back (bridge + host-local ADD 6.0 -> 5.3 ms in-process,
 // median of 25 interleaved). Long-running commands still get the optimising tiers.
+// --regexp-tier-up-ticks=1000: V8 compiles a regular expression to machine code on its second
+// use by default; a plugin run uses dozens of them a few times each, and interpreting them is
+// cheaper than compiling (ADD 4.37 -> 4.20 ms in-process, median of 25 interleaved).
 const shebang = `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${deno} run --allow-all --no-config ` +
   `--no-lock --quiet --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,` +
-  `--no-sparkplug\n`;
+  `--no-sparkplug,--regexp-tier-up-ticks=1000\n`;
 await Deno.writeTextFile(out, shebang + body + trailer, { mode: 0o755 });
 await Deno.chmod(out, 0o755);
-await Deno.remove(js);
 console.error(`wrote ${out} (runs with ${deno})`);

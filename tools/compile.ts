@@ -8,7 +8,8 @@
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/cnichain-bin`;
 const build = await new Deno.Command(Deno.execPath(), {
-  // The policy engine is read next to its host module at run time; --include puts it in the binary.
+  // The policy engine is read next to its host module at run time, and main.ts imports the
+  // command line by a specifier the compiler cannot see: --include puts both in the binary.
   args: [
     "compile",
     "--allow-all",
@@ -16,6 +17,8 @@ const build = await new Deno.Command(Deno.execPath(), {
     "--no-lock",
     "--include",
     `${root}policy-wasm/policy.wasm`,
+    "--include",
+    `${root}chain/cli.ts`,
     "--output",
     out,
     `${root}main.ts`,
