@@ -171,7 +171,7 @@ Deno.test("fuzz regressions: found bugs stay fixed", async (t) => {
   };
   const ptp = ptpStatic(d) as { ipam: Record<string, unknown> };
   const chain = fullChain(d) as { plugins: { ipam?: Record<string, unknown> }[] };
-  const cases: [string, unknown, number, string?][] = [
+  const cases: [string, unknown, number, string?, Record<string, string>?][] = [
     [
       "a million-element ranges list (push(...) overflowed the stack: 999)",
       {
@@ -253,10 +253,21 @@ Deno.test("fuzz regressions: found bugs stay fixed", async (t) => {
       },
       7,
     ],
+    [
+      "a lone surrogate in CNI_IFNAME (its host-local owner read back as U+FFFD: leaked on rollback)",
+      { ...chain, plugins: [...chain.plugins, chain.plugins[0]] },
+      4,
+      undefined,
+      { CNI_IFNAME: "eth\ud800" },
+    ],
   ];
-  for (const [name, config, code, invokedAs] of cases) {
+  for (const [name, config, code, invokedAs, env] of cases) {
     await t.step(name, async () => {
-      const out = await runInProcess(fuzzEnv("ADD"), JSON.stringify(config), invokedAs);
+      const out = await runInProcess(
+        { ...fuzzEnv("ADD"), ...env },
+        JSON.stringify(config),
+        invokedAs,
+      );
       assert.equal(out.code, 1);
       assert.equal(JSON.parse(out.stdout[0]).code, code, out.stdout[0]);
       assert.deepEqual(out.stderr, []);
