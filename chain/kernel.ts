@@ -97,6 +97,8 @@ export interface ElementChange {
 export interface NftElements {
   /** The comments of a chain's rules in order ("" for none); [] when the chain is missing. */
   ruleComments(table: string, chain: string): string[];
+  /** Whether the chain exists (asked by name: libnftables would list the whole table first). */
+  hasChain(table: string, chain: string): boolean;
   /**
    * Applies the changes as one transaction: all or none. Undefined when done, else the
    * first refusal (ENOENT: no such table, set or element; EEXIST: the key is taken).
@@ -369,6 +371,17 @@ export function realKernel(): Kernel {
       const i = answers.findIndex((a) => a.errno !== 0);
       if (i < 0) return undefined;
       return { errno: answers[i].errno, message: answers[i].message, change: changes[i - 1] };
+    },
+    hasChain(table, chain) {
+      const [a] = nfSocket().many(
+        [(seq) => nn.chainMessage(seq, table, chain)],
+        "NFT_MSG_GETCHAIN",
+      );
+      if (a.errno === ENOENT) return false;
+      if (a.errno !== 0) {
+        throw new OsError(`NFT_MSG_GETCHAIN ${table} ${chain}`, a.errno, a.message);
+      }
+      return true;
     },
     comments(table, types, elements) {
       const answers = nfSocket().many(

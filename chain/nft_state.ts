@@ -229,7 +229,7 @@ function typesOf(feature: Feature): Map<string, SetType> {
  * gets an ACK of its own, and a few thousand of those would overflow the socket's buffers.
  * Attachments with more (hundreds of host ports) go through libnftables, which pages its batches.
  */
-const FAST_LIMIT = 64;
+export const FAST_LIMIT = 64;
 
 const EEXIST = 17;
 const ENOENT = 2;

@@ -30,12 +30,15 @@ import { ipBytes } from "./rtnetlink.ts";
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
+const NFT_MSG_GETCHAIN = 4;
 const NFT_MSG_GETRULE = 7;
 export const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_GETSETELEM = 13;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
 
+const NFTA_CHAIN_TABLE = 1;
+const NFTA_CHAIN_NAME = 3;
 const NFTA_RULE_TABLE = 1;
 const NFTA_RULE_CHAIN = 2;
 const NFTA_RULE_USERDATA = 7;
@@ -252,6 +255,17 @@ export function ruleDumpMessage(seq: number, table: string, chain: string): Uint
     seq,
     nfgen(NFPROTO_INET),
     [str(NFTA_RULE_TABLE, table), str(NFTA_RULE_CHAIN, chain)],
+  );
+}
+
+/** A GETCHAIN for one chain by name: its NEWCHAIN reply, or ENOENT when there is none. */
+export function chainMessage(seq: number, table: string, chain: string): Uint8Array {
+  return message(
+    nftType(NFT_MSG_GETCHAIN),
+    NLM_F_REQUEST | NLM_F_ACK,
+    seq,
+    nfgen(NFPROTO_INET),
+    [str(NFTA_CHAIN_TABLE, table), str(NFTA_CHAIN_NAME, chain)],
   );
 }
 

@@ -104,6 +104,15 @@ Deno.test("nf_tables set elements as netlink messages", async (t) => {
     assert.equal(hex(get.subarray(4, 8)), "0d0a" + "0500");
     assert.ok(hex(get).endsWith(keyOnly), hex(get));
   });
+  await t.step("GETCHAIN asks for one chain by table and name, with an ACK", () => {
+    const m = nn.chainMessage(5, "t", "pi_ab");
+    assert.equal(hex(m.subarray(4, 8)), "040a" + "0500", "NFT_MSG_GETCHAIN, REQUEST|ACK");
+    assert.equal(hex(m.subarray(16, 20)), "01000000", "nfgenmsg: inet");
+    assert.equal(
+      hex(m.subarray(20)),
+      "06000100" + text("t") + "00" + "0000" + "0a000300" + text("pi_ab") + "00" + "0000",
+    );
+  });
   await t.step("batch markers name the nf_tables subsystem", () => {
     assert.equal(
       hex(nn.batchBegin(3)),

@@ -21,6 +21,7 @@ import { shortHash } from "../../hash.ts";
 import {
   attachmentTag,
   deleteLines,
+  FAST_LIMIT,
   locked,
   networkTag,
   ownerOf,
@@ -40,6 +41,7 @@ import {
 import { type PodChains, podLines, POLICY, POLICY_MAPS, SELECTOR_SET } from "./rules.ts";
 import { DEFAULT_API_TIMEOUT_MS, fetchPodLabels, type KubernetesConfig } from "./kube_pod.ts";
 import { EngineMemo } from "./memo.ts";
+import type { SetType } from "../../../ffi/nft_netlink.ts";
 
 export const POLICY_TYPE = "policy";
 
@@ -393,17 +395,32 @@ function uninstallLines(system: System, record: PodRecord): string[] {
     return [`pol_in${family}`, `pol_out${family}`, ...record.memberOf.map((s) => `${s}_${family}`)]
       .map((set) => ({ set, key }));
   });
-  const owners = ownersOf(system, elements);
+  // Asked over netlink one by one where the kernel layer can: libnftables reads the whole table
+  // (every pod's chains and elements) before it answers a single `get` (18 ms with 300 pods).
+  const fast = elements.length <= FAST_LIMIT ? system.kernel.nftElements : undefined;
+  const owners = fast
+    ? fast.comments(TABLE, addressSetTypes(elements), elements)
+    : ownersOf(system, elements);
   const lines = elements
     .filter((_, i) => owners[i] === record.tag)
     .map((e) => `delete element inet ${TABLE} ${e.set} { ${e.key} }`);
   for (const chain of [record.chains.ingress, record.chains.egress]) {
-    // Asked one by one: listing the table would cost time in proportion to the pods on the node.
-    if (system.kernel.nftGet(`list chain inet ${TABLE} ${chain}`) !== undefined) {
+    const exists = fast
+      ? fast.hasChain(TABLE, chain)
+      : system.kernel.nftGet(`list chain inet ${TABLE} ${chain}`) !== undefined;
+    if (exists) {
       lines.push(`flush chain inet ${TABLE} ${chain}`, `delete chain inet ${TABLE} ${chain}`);
     }
   }
   return lines;
+}
+
+/** The key types of the policy's maps and selector sets: one address each, by the name's family. */
+function addressSetTypes(elements: { set: string }[]): Map<string, SetType> {
+  return new Map(elements.map(({ set }) => [
+    set,
+    { key: [set.endsWith("6") ? "ipv6_addr" : "ipv4_addr"], interval: false },
+  ]));
 }
 
 /** Without pods left, the policy chain, maps and selector sets go (and the table if nothing else is in it). */
