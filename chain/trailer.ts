@@ -15,7 +15,11 @@ function programPath(): string {
 
 /** The bytes of the trailer `name`, or undefined when the program carries none. */
 export function readTrailer(name: string): Uint8Array<ArrayBuffer> | undefined {
-  const text = Deno.readTextFileSync(programPath());
+  return findTrailer(Deno.readTextFileSync(programPath()), name);
+}
+
+/** The bytes of the trailer `name` in a program's text (see trailerComment). */
+export function findTrailer(text: string, name: string): Uint8Array<ArrayBuffer> | undefined {
   const mark = `/*${name}:`;
   const at = text.lastIndexOf(mark);
   if (at < 0) return undefined;
