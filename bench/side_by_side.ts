@@ -776,19 +776,29 @@ function progress(msg: string): void {
 
 // -------------------------------------------------------------------- report
 
+/** Pods in a tenth of the run: the growth figures compare the first tenth with the last. */
+const tenth = Math.max(1, Math.floor(pods / 10));
+
+/** The medians of the first and the last tenth's times, and how much the last grew. */
+function tenths(first: number[], last: number[]) {
+  return {
+    firstTenthMedianMs: round(median(first)),
+    lastTenthMedianMs: round(median(last)),
+    growthPercent: round((median(last) / median(first) - 1) * 100, 1),
+  };
+}
+
 function summary(xs: PodRun[]): Json {
   const ms = xs.map((x) => x.ms);
-  const tenth = Math.max(1, Math.floor(pods / 10));
-  const first = xs.filter((x) => x.pod < tenth).map((x) => x.ms);
-  const last = xs.filter((x) => x.pod >= pods - tenth).map((x) => x.ms);
   return {
     n: ms.length,
     medianMs: round(median(ms)),
     p90Ms: round(pct(ms, 90)),
     p99Ms: round(pct(ms, 99)),
-    firstTenthMedianMs: round(median(first)),
-    lastTenthMedianMs: round(median(last)),
-    growthPercent: round((median(last) / median(first) - 1) * 100, 1),
+    ...tenths(
+      xs.filter((x) => x.pod < tenth).map((x) => x.ms),
+      xs.filter((x) => x.pod >= pods - tenth).map((x) => x.ms),
+    ),
   };
 }
 
@@ -1024,16 +1034,9 @@ async function growth(): Promise<void> {
       await dropPod(pod.netns);
     }
   }
-  const tenth = Math.max(1, Math.floor(pods / 10));
-  const part = (key: "wall" | "inProcess" | "sinceStart") => {
-    const first = median(rows.slice(0, tenth).map((r) => r[key]));
-    const last = median(rows.slice(-tenth).map((r) => r[key]));
-    return {
-      firstTenthMedianMs: round(first),
-      lastTenthMedianMs: round(last),
-      growthPercent: round((last / first - 1) * 100, 1),
-    };
-  };
+  const of = (time: (r: typeof rows[number]) => number) =>
+    tenths(rows.slice(0, tenth).map(time), rows.slice(-tenth).map(time));
+  const part = (key: "wall" | "inProcess" | "sinceStart") => of((r) => r[key]);
   const report = {
     date: new Date().toISOString(),
     machine: await machine(),
@@ -1043,11 +1046,7 @@ async function growth(): Promise<void> {
     inProcess: part("inProcess"),
     sinceRuntimeStart: part("sinceStart"),
     stepsMs: Object.fromEntries(
-      Object.keys(rows[0]?.steps ?? {}).map((step) => {
-        const first = median(rows.slice(0, tenth).map((r) => r.steps[step]));
-        const last = median(rows.slice(-tenth).map((r) => r.steps[step]));
-        return [step, { firstTenthMedianMs: round(first), lastTenthMedianMs: round(last) }];
-      }),
+      Object.keys(rows[0]?.steps ?? {}).map((step) => [step, of((r) => r.steps[step])]),
     ),
     wallMs: rows.map((r) => round(r.wall, 3)),
     inProcessMs: rows.map((r) => round(r.inProcess, 3)),

@@ -142,7 +142,7 @@ function ensureGatewayAddress(
   const family: Family = gateway.includes(":") ? 6 : 4;
   const wanted = parseCidr(`${gateway}/${prefix}`)!;
   for (const a of host.addresses(bridge.index, family)) {
-    if (a.family !== family || a.scope !== 0) continue;
+    if (a.scope !== 0) continue;
     if (a.address === gateway && a.prefix === prefix) return;
     const other = parseCidr(`${a.address}/${a.prefix}`)!;
     const overlaps = family === 4 || sameNet(other, wanted);
