@@ -116,6 +116,33 @@ Deno.test("a run leaves Deno a code cache of the whole program, so the next run 
   }
 });
 
+Deno.test("the command line leaves Deno's code cache as it found it after its first run", async () => {
+  // The command line travels inside the program (main.ts): loading it must not add an entry to
+  // Deno's cache directory on every run, as a module with a fresh blob: URL each time did.
+  const denoDir = await Deno.makeTempDir({ prefix: "cnichain-denodir-" });
+  const entries = () => {
+    const db = new DatabaseSync(`${denoDir}/v8_code_cache_v2`, { readOnly: true });
+    try {
+      return db.prepare("SELECT specifier FROM codecache").all().map((r) => String(r.specifier))
+        .sort();
+    } finally {
+      db.close();
+    }
+  };
+  try {
+    const runs: string[][] = [];
+    for (let i = 0; i < 3; i++) {
+      const out = await runProgram(BUNDLE, { args: ["version"], env: { DENO_DIR: denoDir } });
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /^cnichain \d/);
+      runs.push(entries());
+    }
+    assert.deepEqual(runs[2], runs[0], "the cache grew after the first run");
+  } finally {
+    await Deno.remove(denoDir, { recursive: true });
+  }
+});
+
 Deno.test("plugin mode errors: right code, clear message, nothing written, no step run", async (t) => {
   await withDirs(async (stateDir, fakes) => {
     const good = chainConfig("1.1.0", stateDir);

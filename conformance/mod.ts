@@ -14,7 +14,7 @@
  * against the plugins in DIR (`--profile` names its known gaps).
  */
 import { parseArgs } from "node:util";
-import { BUNDLE } from "../test/helpers.ts";
+import { BUNDLE, multiCallDir } from "../test/helpers.ts";
 import { type Check, type Outcome, runChecks, summary, table, tally } from "./harness.ts";
 import { CNICHAIN_DEVIATIONS, cnichainDeviation, knownGap, PROFILES } from "./gaps.ts";
 import { pluginChecks } from "./plugin_checks.ts";
@@ -67,9 +67,7 @@ async function cnichainDir(): Promise<string> {
   await Deno.stat(BUNDLE).catch(() => {
     throw new Error(`${BUNDLE} is missing: run "deno task bundle" first`);
   });
-  const dir = await Deno.makeTempDir({ prefix: "cnichain-conformance-bin-" });
-  for (const name of [...MULTI_CALL, "cnichain"]) await Deno.symlink(BUNDLE, `${dir}/${name}`);
-  return dir;
+  return await multiCallDir([...MULTI_CALL, "cnichain"]);
 }
 
 if (Deno.uid() !== 0) {
@@ -89,72 +87,68 @@ if (needsBuild && !values["no-build"]) {
 const outcomes: Outcome[] = [];
 const targetEnv = values["clear-env"] ? {} : TARGET_ENV;
 const bin = await cnichainDir();
-try {
-  if (parts.has("target")) {
-    const profile = values.profile ? PROFILES[values.profile] : undefined;
-    if (values.profile && !profile) {
-      throw new Error(`--profile: one of ${Object.keys(PROFILES).join(", ")}`);
-    }
-    outcomes.push(
-      ...await runChecks(
-        "plugin@target",
-        values.target!,
-        pick(pluginChecks(values.target!, targetEnv)),
-        {
-          parallel,
-          gap: profile ? (c, v) => knownGap(profile, c, v) : undefined,
-        },
-      ),
-    );
+if (parts.has("target")) {
+  const profile = values.profile ? PROFILES[values.profile] : undefined;
+  if (values.profile && !profile) {
+    throw new Error(`--profile: one of ${Object.keys(PROFILES).join(", ")}`);
   }
-  if (parts.has("plugin")) {
-    outcomes.push(
-      ...await runChecks("plugin", "cnichain", pick(pluginChecks(bin)), {
+  outcomes.push(
+    ...await runChecks(
+      "plugin@target",
+      values.target!,
+      pick(pluginChecks(values.target!, targetEnv)),
+      {
         parallel,
-        xfail: cnichainDeviation,
-      }),
-    );
-  }
-  if (parts.has("runtime")) {
-    const runtimes = [cliRuntime(bin), nestedRuntime(bin)];
-    if (needsBuild || values["no-build"]) runtimes.push(libcniRuntime(`${BUILD}/libcni-client`));
-    for (const rt of runtimes) {
-      outcomes.push(
-        ...await runChecks(`runtime/${rt.name}`, rt.name, pick(runtimeChecks(rt, bin)), {
-          parallel,
-        }),
-      );
-    }
-  }
-  if (parts.has("libcni")) {
+        gap: profile ? (c, v) => knownGap(profile, c, v) : undefined,
+      },
+    ),
+  );
+}
+if (parts.has("plugin")) {
+  outcomes.push(
+    ...await runChecks("plugin", "cnichain", pick(pluginChecks(bin)), {
+      parallel,
+      xfail: cnichainDeviation,
+    }),
+  );
+}
+if (parts.has("runtime")) {
+  const runtimes = [cliRuntime(bin), nestedRuntime(bin)];
+  if (needsBuild || values["no-build"]) runtimes.push(libcniRuntime(`${BUILD}/libcni-client`));
+  for (const rt of runtimes) {
     outcomes.push(
-      ...await runChecks("libcni", "cnichain", pick(libcniChecks(bin, BUILD)), {
+      ...await runChecks(`runtime/${rt.name}`, rt.name, pick(runtimeChecks(rt, bin)), {
         parallel,
-        xfail: cnichainDeviation,
       }),
     );
   }
-  if (parts.has("diff")) {
+}
+if (parts.has("libcni")) {
+  outcomes.push(
+    ...await runChecks("libcni", "cnichain", pick(libcniChecks(bin, BUILD)), {
+      parallel,
+      xfail: cnichainDeviation,
+    }),
+  );
+}
+if (parts.has("diff")) {
+  outcomes.push(
+    ...await runChecks("diff", "cnichain", pick(differentialChecks(bin, refDir, DEBIAN_DIR)), {
+      parallel: Math.min(parallel, 2),
+      xfail: cnichainDeviation,
+    }),
+  );
+}
+if (parts.has("reference")) {
+  for (const [dir, key] of [[refDir, "plugins-v1.9.1"], [DEBIAN_DIR, "debian-1.1.1"]]) {
+    const profile = PROFILES[key];
     outcomes.push(
-      ...await runChecks("diff", "cnichain", pick(differentialChecks(bin, refDir, DEBIAN_DIR)), {
-        parallel: Math.min(parallel, 2),
-        xfail: cnichainDeviation,
+      ...await runChecks(`plugin@${key}`, dir, pick(pluginChecks(dir, TARGET_ENV)), {
+        parallel,
+        gap: (c, v) => knownGap(profile, c, v),
       }),
     );
   }
-  if (parts.has("reference")) {
-    for (const [dir, key] of [[refDir, "plugins-v1.9.1"], [DEBIAN_DIR, "debian-1.1.1"]]) {
-      const profile = PROFILES[key];
-      outcomes.push(
-        ...await runChecks(`plugin@${key}`, dir, pick(pluginChecks(dir, TARGET_ENV)), {
-          parallel,
-          gap: (c, v) => knownGap(profile, c, v),
-        }),
-      );
-    }
-  }
-} finally {
-  await Deno.remove(bin, { recursive: true });
 }
 
 const left = await leftovers();

@@ -23,7 +23,7 @@
  * them.
  */
 import assert from "node:assert/strict";
-import { BUNDLE, type RunOutput, runProgram } from "./helpers.ts";
+import { BUNDLE, multiCallDir, type RunOutput, runProgram } from "./helpers.ts";
 import { allocationNames } from "./host_local.ts";
 
 const IP = "/usr/sbin/ip";
@@ -154,8 +154,10 @@ export class Lab {
   private constructor(
     /** `cnt<6 hex>`: the prefix of every netns this lab makes. */
     readonly prefix: string,
-    /** The temp dir holding bin/, data/ and state/. */
+    /** The temp dir holding data/ and state/. */
     readonly dir: string,
+    /** The links to the bundle under the plugins' names (multiCallDir). */
+    readonly bin: string,
   ) {}
 
   /** The netns the plugins run in, standing in for the node's own network. */
@@ -175,7 +177,7 @@ export class Lab {
 
   /** CNI_PATH: the reference dir, or a dir of links to the bundle. */
   get cniPath(): string {
-    return MODE === "reference" ? REFERENCE_DIR : `${this.dir}/bin`;
+    return this.bin;
   }
 
   static async create(): Promise<Lab> {
@@ -184,15 +186,12 @@ export class Lab {
         throw new Error(`${BUNDLE} is missing: run "deno task bundle" first`);
       });
     }
+    const bin = MODE === "cnichain" ? await multiCallDir(MULTI_CALL) : REFERENCE_DIR;
     const dir = await Deno.makeTempDir({ prefix: "cnichain-kernel-" });
-    const lab = new Lab(`cnt${randomHex(3)}`, dir);
+    const lab = new Lab(`cnt${randomHex(3)}`, dir, bin);
     try {
       await Deno.mkdir(lab.dataDir);
       await Deno.mkdir(lab.stateDir);
-      if (MODE === "cnichain") {
-        await Deno.mkdir(`${dir}/bin`);
-        for (const name of MULTI_CALL) await Deno.symlink(BUNDLE, `${dir}/bin/${name}`);
-      }
       await run([IP, "netns", "add", lab.host], "make the host netns");
       await run([IP, "-n", lab.host, "link", "set", "lo", "up"], "bring lo up in the host netns");
     } catch (err) {

@@ -58,7 +58,30 @@ const body = settle(await bundle(`${root}main.ts`)).replace(
   '"__CNICHAIN_CLI__"',
   JSON.stringify("trailer"),
 );
-const cli = settle(await bundle(`${root}chain/cli.ts`));
+/**
+ * The command line's module as the text of an async function that returns its exports, for
+ * main.ts to evaluate. Not imported as a module: Deno keeps a code cache entry for every module
+ * URL it loads, and the blob: URL such a module would need is new on every run (650 KB more in
+ * Deno's cache directory at each command, without end).
+ */
+function asFunction(module: string): string {
+  // The bundler writes one export list, last: `export{a as runCli,...};`.
+  const exports = /export\s*\{([^}]*)\};?\s*$/.exec(module);
+  if (!exports || (module.match(/\bexport\s*\{/g) ?? []).length !== 1) {
+    throw new Error("bundle: the command line's bundle does not end with its one export list");
+  }
+  const names = exports[1].split(",").map((e) => e.trim()).filter(Boolean).map((e) => {
+    const [local, exported = local] = e.split(/\s+as\s+/);
+    return `${JSON.stringify(exported)}: ${local}`;
+  });
+  // import.meta only serves unbundled runs (files next to a module); a function has none.
+  const body = module.slice(0, exports.index).replaceAll("import.meta.url", "Deno.mainModule");
+  if (body.includes("import.meta")) throw new Error("bundle: the command line uses import.meta");
+  return `(async () => {"use strict";\n${body}\nreturn { ${names.join(", ")} };\n})\n` +
+    "//# sourceURL=cnichain-cli.js\n";
+}
+
+const cli = asFunction(settle(await bundle(`${root}chain/cli.ts`)));
 const gzipped = new Uint8Array(
   await new Response(
     new Blob([cli]).stream().pipeThrough(new CompressionStream("gzip")),
