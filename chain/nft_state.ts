@@ -164,24 +164,50 @@ export interface Feature {
   skeleton(): string[];
 }
 
-/** tools/bundle.ts replaces this with the features' stamps (JSON), worked out when it builds. */
-const BUILT_STAMPS: string = "__CNICHAIN_RULE_STAMPS__";
-const stamps = new Map<string, string>(
-  BUILT_STAMPS.startsWith("__") ? [] : Object.entries(JSON.parse(BUILT_STAMPS)),
+/** What an ADD needs to know of a feature's skeleton, worked out from its text. */
+export interface FeatureFacts {
+  /** The comment on each of the feature's rules: which feature, which version of its skeleton. */
+  stamp: string;
+  /** How many rules the skeleton puts in each of its chains. */
+  rules: Record<string, number>;
+  /** The types of its sets and maps, by name. */
+  types: Record<string, SetType>;
+}
+
+/** tools/bundle.ts replaces this with the features' facts (JSON), worked out when it builds. */
+const BUILT_FACTS: string = "__CNICHAIN_FEATURE_FACTS__";
+const facts = new Map<string, FeatureFacts>(
+  BUILT_FACTS.startsWith("__") ? [] : Object.entries(JSON.parse(BUILT_FACTS)),
 );
+const typeMaps = new Map<string, Map<string, SetType>>();
 
 /**
- * The comment on each of a feature's rules: which feature, and which version of its skeleton.
- * The bundle has them from its build; otherwise worked out once a process (hashing a skeleton's
- * kilobytes character by character costs a young process a few tenths of a millisecond).
+ * The facts of a feature's skeleton. The bundle has them from its build; otherwise they are worked
+ * out once a process: writing out a skeleton, hashing its kilobytes and parsing its sets cost a
+ * young process some tenths of a millisecond on every ADD.
  */
-export function ruleStamp(feature: Feature): string {
-  let stamp = stamps.get(feature.name);
-  if (stamp === undefined) {
-    stamp = `cnichain ${feature.name} ${quickHash(feature.skeleton().join("\n"))}`;
-    stamps.set(feature.name, stamp);
+export function featureFacts(feature: Feature): FeatureFacts {
+  let known = facts.get(feature.name);
+  if (known === undefined) {
+    const skeleton = feature.skeleton();
+    const rules: Record<string, number> = Object.fromEntries(feature.chains.map((c) => [c, 0]));
+    for (const line of skeleton) {
+      const chain = /^add rule inet \S+ (\S+) /.exec(line)?.[1];
+      if (chain !== undefined) rules[chain] = (rules[chain] ?? 0) + 1;
+    }
+    known = {
+      stamp: `cnichain ${feature.name} ${quickHash(skeleton.join("\n"))}`,
+      rules,
+      types: Object.fromEntries(setTypes(skeleton)),
+    };
+    facts.set(feature.name, known);
   }
-  return stamp;
+  return known;
+}
+
+/** The comment on each of a feature's rules (see rulesCurrent). */
+export function ruleStamp(feature: Feature): string {
+  return featureFacts(feature).stamp;
 }
 
 /** The feature's skeleton with every rule stamped (see rulesCurrent). */
@@ -196,12 +222,10 @@ export function skeletonLines(feature: Feature): string[] {
  * older cnichain wrote) the ADD rewrites the skeleton with libnftables first.
  */
 function rulesCurrent(fast: NftElements, feature: Feature): boolean {
-  const stamp = ruleStamp(feature);
-  const rules = skeletonLines(feature).filter((l) => l.startsWith("add rule "));
+  const { stamp, rules } = featureFacts(feature);
   return feature.chains.every((chain) => {
-    const want = rules.filter((l) => l.startsWith(`add rule inet ${TABLE} ${chain} `)).length;
     const have = fast.ruleComments(TABLE, chain);
-    return have.length === want && have.every((c) => c === stamp);
+    return have.length === rules[chain] && have.every((c) => c === stamp);
   });
 }
 
@@ -216,11 +240,11 @@ export function skeletonIfStale(system: System, feature: Feature): string[] {
   return fast && rulesCurrent(fast, feature) ? [] : skeletonLines(feature);
 }
 
-const typesByFeature = new Map<string, Map<string, SetType>>();
-
 function typesOf(feature: Feature): Map<string, SetType> {
-  let types = typesByFeature.get(feature.name);
-  if (!types) typesByFeature.set(feature.name, types = setTypes(feature.skeleton()));
+  let types = typeMaps.get(feature.name);
+  if (!types) {
+    typeMaps.set(feature.name, types = new Map(Object.entries(featureFacts(feature).types)));
+  }
   return types;
 }
 

@@ -7,7 +7,7 @@
 import { WASM_TRAILER } from "../policy-wasm/host.ts";
 import { fnv64 } from "../chain/hash.ts";
 import { CLI_TRAILER, trailerComment } from "../chain/trailer.ts";
-import { ruleStamp } from "../chain/nft_state.ts";
+import { featureFacts } from "../chain/nft_state.ts";
 import { MASQUERADE } from "../chain/masquerade.ts";
 import { PORTMAP } from "../chain/plugins/portmap/mod.ts";
 import { POLICY } from "../chain/plugins/policy/rules.ts";
@@ -37,9 +37,9 @@ async function bundle(entry: string): Promise<string> {
 }
 
 const wasm = await Deno.readFile(`${root}policy-wasm/policy.wasm`).catch(() => undefined);
-// The nftables features' rule stamps, worked out here rather than by every run (nft_state.ts).
-const stamps = Object.fromEntries(
-  [MASQUERADE, PORTMAP, POLICY].map((feature) => [feature.name, ruleStamp(feature)]),
+// What the nftables features' skeletons say, worked out here rather than by every run (nft_state.ts).
+const facts = Object.fromEntries(
+  [MASQUERADE, PORTMAP, POLICY].map((feature) => [feature.name, featureFacts(feature)]),
 );
 
 /** Fills in the constants a bundled program finds in place of a build's placeholders. */
@@ -49,7 +49,7 @@ function settle(code: string): string {
       // The same hash engineId() works out when it runs unbundled.
       .replace('"__CNICHAIN_POLICY_WASM_ID__"', JSON.stringify(fnv64(wasm)));
   }
-  return code.replace('"__CNICHAIN_RULE_STAMPS__"', JSON.stringify(JSON.stringify(stamps)));
+  return code.replace('"__CNICHAIN_FEATURE_FACTS__"', JSON.stringify(JSON.stringify(facts)));
 }
 
 // The program runtimes run: the plugins. The command line is a bundle of its own (chain/cli.ts

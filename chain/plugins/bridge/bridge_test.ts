@@ -313,6 +313,16 @@ kernelTest(
       return rule?.chain === "masq" ? [rule.comment] : [];
     });
     assert.deepEqual([...new Set(stamps)], [ruleStamp(MASQUERADE)]);
+    // Rules that stand as this version writes them (the bundle knows how many, from its build)
+    // are left be: the next ADD adds its elements alone.
+    const handles = async () =>
+      (await nftRuleset(lab.host)).flatMap((o) => {
+        const rule = o.rule as { handle?: number } | undefined;
+        return rule ? [rule.handle] : [];
+      });
+    const standing = await handles();
+    await addOne();
+    assert.deepEqual(await handles(), standing, "the next ADD rewrote rules that stood");
     // The sets and their elements stay: only the rules are gone, so adding elements is not enough.
     await nft("flush chain inet cnichain masq");
     await addOne();
