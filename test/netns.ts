@@ -156,8 +156,8 @@ export class Lab {
     readonly prefix: string,
     /** The temp dir holding data/ and state/. */
     readonly dir: string,
-    /** The links to the bundle under the plugins' names (multiCallDir). */
-    readonly bin: string,
+    /** CNI_PATH: the reference plugins' dir, or links to the bundle under their names. */
+    readonly cniPath: string,
   ) {}
 
   /** The netns the plugins run in, standing in for the node's own network. */
@@ -173,11 +173,6 @@ export class Lab {
   /** cnichain's `stateDir`. */
   get stateDir(): string {
     return `${this.dir}/state`;
-  }
-
-  /** CNI_PATH: the reference dir, or a dir of links to the bundle. */
-  get cniPath(): string {
-    return this.bin;
   }
 
   static async create(): Promise<Lab> {
