@@ -1,10 +1,15 @@
 /**
- * Masquerade for pods (bridge and ptp `ipMasq`) in nftables: two fixed rules
+ * Masquerade for pods (bridge and ptp `ipMasq`) in nftables: three fixed rules
  * per family in cnichain's table, and per-attachment set elements, so a pod's
  * ADD or DEL adds or removes elements, never rules.
  *
- *   ip saddr . ip daddr @nomasq4 return    pod -> its own subnet, multicast, excluded CIDRs
+ *   ip daddr 224.0.0.0/4 return            anyone -> multicast
+ *   ip saddr . ip daddr @nomasq4 return    pod -> its own subnet, excluded CIDRs
  *   ip saddr @masq4 masquerade             pod -> anywhere else
+ *
+ * Multicast is a rule, not an element of every pod: removing an element from a set of
+ * concatenated intervals costs the kernel time in proportion to the set's size (3.8 us an
+ * element), so every element a pod does not need there makes each DEL on a big node faster.
  */
 import type { AttachmentRef } from "./spec/types.ts";
 import type { System } from "./system.ts";
@@ -34,6 +39,8 @@ export const MASQUERADE: Feature = {
     `add set inet ${TABLE} masq6 { type ipv6_addr; }`,
     `add set inet ${TABLE} nomasq6 { type ipv6_addr . ipv6_addr; flags interval; }`,
     `flush chain inet ${TABLE} masq`,
+    `add rule inet ${TABLE} masq ip daddr ${MULTICAST[4]} return`,
+    `add rule inet ${TABLE} masq ip6 daddr ${MULTICAST[6]} return`,
     `add rule inet ${TABLE} masq ip saddr . ip daddr @nomasq4 return`,
     `add rule inet ${TABLE} masq ip saddr @masq4 masquerade`,
     `add rule inet ${TABLE} masq ip6 saddr . ip6 daddr @nomasq6 return`,
@@ -61,7 +68,7 @@ export async function addMasquerade(
     if (!cidr) continue;
     const family = cidr.ip.family;
     const ip = address.slice(0, address.indexOf("/"));
-    const skip = new Set([formatCidr(networkOf(cidr)), MULTICAST[family]]);
+    const skip = new Set([formatCidr(networkOf(cidr))]);
     for (const e of exclude) {
       const c = parseCidr(e);
       if (c && c.ip.family === family) skip.add(formatCidr(networkOf(c)));

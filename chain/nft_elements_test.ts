@@ -31,6 +31,7 @@ const ELEMENTS = [
   },
   { set: "pm_hairpin4", key: "10.1.0.0/16 . 10.1.0.5", comment: "net c1 eth0" },
   { set: "pm_hairpin4", key: "127.0.0.0/8 . 10.1.0.5", comment: "net c1 eth0" },
+  { set: "pm_local4", key: "10.1.0.5", comment: "net c1 eth0" },
   { set: "pm_hairpin6", key: "fd00:1::/64 . fd00:1::5", comment: "net c1 eth0" },
 ];
 

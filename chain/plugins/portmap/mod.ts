@@ -211,8 +211,10 @@ function plan(cfg: PortmapConfig, pods: Map<Family, { ip: string; subnet: string
       : cfg.snat
       ? [pod.subnet]
       : [];
-    if (cfg.snat && family === 4 && !cfg.masqAll) sources.push("127.0.0.0/8");
     for (const src of sources) out.push({ set: `pm_hairpin${family}`, key: `${src} . ${pod.ip}` });
+    // From the host's own 127/8 (route_localnet): a plain set of pods, not one more element of
+    // the interval set above, where each element makes removing any other slower.
+    if (cfg.snat && family === 4 && !cfg.masqAll) out.push({ set: "pm_local4", key: pod.ip });
   }
   return out;
 }
@@ -223,7 +225,15 @@ export const PORTMAP: Feature = {
   name: "portmap",
   // Base chains before pm_dnat: they jump to it, so they must go first when removed.
   chains: ["pm_prerouting", "pm_output", "pm_postrouting", "pm_dnat"],
-  sets: ["pm_dnat4", "pm_dnat4_ip", "pm_dnat6", "pm_dnat6_ip", "pm_hairpin4", "pm_hairpin6"],
+  sets: [
+    "pm_dnat4",
+    "pm_dnat4_ip",
+    "pm_dnat6",
+    "pm_dnat6_ip",
+    "pm_hairpin4",
+    "pm_hairpin6",
+    "pm_local4",
+  ],
   skeleton: () => [
     `add table ${t}`,
     `add map ${t} pm_dnat4 { type inet_proto . inet_service : ipv4_addr . inet_service; }`,
@@ -232,6 +242,7 @@ export const PORTMAP: Feature = {
     `add map ${t} pm_dnat6_ip { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }`,
     `add set ${t} pm_hairpin4 { type ipv4_addr . ipv4_addr; flags interval; }`,
     `add set ${t} pm_hairpin6 { type ipv6_addr . ipv6_addr; flags interval; }`,
+    `add set ${t} pm_local4 { type ipv4_addr; }`,
     `add chain ${t} pm_prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
     `add chain ${t} pm_output { type nat hook output priority -100; policy accept; }`,
     `add chain ${t} pm_postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
@@ -247,6 +258,7 @@ export const PORTMAP: Feature = {
     `add rule ${t} pm_dnat dnat ip6 addr . port to meta l4proto . th dport map @pm_dnat6`,
     `add rule ${t} pm_postrouting ct status dnat ip saddr . ip daddr @pm_hairpin4 masquerade`,
     `add rule ${t} pm_postrouting ct status dnat ip6 saddr . ip6 daddr @pm_hairpin6 masquerade`,
+    `add rule ${t} pm_postrouting ct status dnat ip saddr 127.0.0.0/8 ip daddr @pm_local4 masquerade`,
   ],
 };
 
@@ -346,8 +358,12 @@ function check(inv: Invocation): void {
   if (cfg.mappings.length === 0) return;
   const tag = tagOf(inv);
   const listing = readTable(inv.system);
+  const held = (set: string, key: string) =>
+    (listing.sets.get(set) ?? []).find((e) => e.key === key && e.comment === tag);
   for (const p of plan(cfg, podAddresses(inv, prev))) {
-    const found = (listing.sets.get(p.set) ?? []).find((e) => e.key === p.key && e.comment === tag);
+    // An attachment made before pm_local4 existed has `127.0.0.0/8 . <pod>` in pm_hairpin4.
+    const found = held(p.set, p.key) ??
+      (p.set === "pm_local4" ? held("pm_hairpin4", `127.0.0.0/8 . ${p.key}`) : undefined);
     if (!found || (p.value && found.value !== p.value)) {
       throw new CniError(
         ErrorCode.Internal,

@@ -57,7 +57,7 @@ const PORTMAP_ENV: Record<string, string> = MODE === "reference"
   : {};
 
 const PM_MAPS = ["pm_dnat4", "pm_dnat6", "pm_dnat4_ip", "pm_dnat6_ip"];
-const PM_SETS = ["pm_hairpin4", "pm_hairpin6"];
+const PM_SETS = ["pm_hairpin4", "pm_hairpin6", "pm_local4"];
 const PM_CHAINS = ["pm_prerouting", "pm_output", "pm_postrouting", "pm_dnat"];
 
 /** Positive probes are retried this long: neighbour discovery and DAD take a moment. */
@@ -803,6 +803,28 @@ portmapTest(
     const a = await net.attach(await lab.addPod("a"), mappings);
     const withPrev = net.chain(mappings, { prevResult: a.result });
     assertOk(await lab.cni("CHECK", withPrev, { pod: a.pod }), "CHECK after ADD");
+    // An older cnichain kept the pod's localhost hairpin in pm_hairpin4 (127.0.0.0/8 . pod),
+    // where pm_local4 now holds the pod: an attachment it made still passes.
+    const [local] = ownedBy(await pmElements(lab), a.id).filter((e) => e.set === "pm_local4");
+    assert.ok(local?.comment, "ADD put the pod in pm_local4");
+    const ip = bare(a.result.ips![0].address);
+    await nftIn(lab.host, `delete element inet ${TABLE} pm_local4 { ${ip} }`);
+    await nftIn(
+      lab.host,
+      `add element inet ${TABLE} pm_hairpin4 { 127.0.0.0/8 . ${ip} comment "${local.comment}" }`,
+    );
+    assertOk(await lab.cni("CHECK", withPrev, { pod: a.pod }), "CHECK of the older layout");
+    await nftIn(lab.host, `delete element inet ${TABLE} pm_hairpin4 { 127.0.0.0/8 . ${ip} }`);
+    assertCniError(
+      await lab.cni("CHECK", withPrev, { pod: a.pod }),
+      v,
+      "CHECK without the localhost hairpin",
+    );
+    await nftIn(
+      lab.host,
+      `add element inet ${TABLE} pm_local4 { ${ip} comment "${local.comment}" }`,
+    );
+    assertOk(await lab.cni("CHECK", withPrev, { pod: a.pod }), "CHECK with it back");
     await nftIn(lab.host, `delete element inet ${TABLE} pm_dnat4 { tcp . 19180 }`);
     assertCniError(
       await lab.cni("CHECK", withPrev, { pod: a.pod }),
