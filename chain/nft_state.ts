@@ -182,9 +182,9 @@ const facts = new Map<string, FeatureFacts>(
 const typeMaps = new Map<string, Map<string, SetType>>();
 
 /**
- * The facts of a feature's skeleton. The bundle has them from its build; otherwise they are worked
- * out once a process: writing out a skeleton, hashing its kilobytes and parsing its sets cost a
- * young process some tenths of a millisecond on every ADD.
+ * The facts of a feature's skeleton. The bundle has them from its build (tools/bundle.ts), so a
+ * plugin run neither writes out nor hashes nor parses a skeleton unless it must rewrite it;
+ * otherwise they are worked out once a process.
  */
 export function featureFacts(feature: Feature): FeatureFacts {
   let known = facts.get(feature.name);
