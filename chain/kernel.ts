@@ -317,6 +317,29 @@ class RealNetns implements Netns {
 }
 
 /**
+ * Up to this many tracked connections, the /proc listing is the cheaper way to find a port's:
+ * the kernel writes it in about 1 us an entry and without locks, where a netlink dump takes a
+ * lock per bucket of the hash (6.5 ms for an empty table here) and then filters 60,000 entries in
+ * 10 ms more. Measured here: 60,000 entries, /proc 63-69 ms, the filtered dump 16-17 ms.
+ */
+const PROC_SCAN_LIMIT = 5_000;
+
+/** How many connections the calling thread's namespace tracks; undefined when it cannot tell. */
+function trackedCount(): number | undefined {
+  try {
+    const text = new TextDecoder().decode(
+      // /proc/sys/net follows the namespace of the thread that opens it, as /proc/thread-self does.
+      readProcFile("/proc/sys/net/netfilter/nf_conntrack_count"),
+    );
+    const n = Number(text.trim());
+    return Number.isInteger(n) && n >= 0 ? n : undefined;
+  } catch (err) {
+    if (err instanceof OsError && err.code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/**
  * The calling thread's namespace's tracked `proto` connections to `dstPort`, read from
  * /proc (see ct.procEntries); undefined when the kernel has no such file (built without
  * CONFIG_NF_CONNTRACK_PROCFS), and the netlink dump has to do.
@@ -432,9 +455,15 @@ export function realKernel(): Kernel {
       }
     },
     forgetConnections(family, proto, dstPort) {
+      // Nothing tracked, nothing to forget (a fresh node, or conntrack unused so far).
+      const count = trackedCount();
+      if (count === 0) return 0;
       const sock = nfSocket();
-      const doomed = procConnections(family, proto, dstPort) ??
-        sock.dump((seq) => ct.dumpRequest(seq, family), "IPCTNL_MSG_CT_GET dump")
+      const listed = count === undefined || count <= PROC_SCAN_LIMIT
+        ? procConnections(family, proto, dstPort)
+        : undefined;
+      const doomed = listed ??
+        sock.dump((seq) => ct.dumpRequest(seq, family, { proto, dstPort }), "CT_GET dump")
           .map(ct.parseEntry)
           .filter((t): t is ct.Tuple =>
             t !== undefined && t.proto === proto && t.dstPort === dstPort

@@ -14,6 +14,7 @@ import {
   NLM_F_REQUEST,
   parseAttrs,
   type Reply,
+  u32,
   u8,
 } from "./netlink.ts";
 import { ipBytes, ipFromBytes } from "./rtnetlink.ts";
@@ -31,6 +32,10 @@ const CTA_IP_V6_DST = 4;
 const CTA_PROTO_NUM = 1;
 const CTA_PROTO_SRC_PORT = 2;
 const CTA_PROTO_DST_PORT = 3;
+const CTA_FILTER = 25;
+const CTA_FILTER_ORIG_FLAGS = 1;
+const CTA_FILTER_FLAG_CTA_PROTO_NUM = 1 << 3;
+const CTA_FILTER_FLAG_CTA_PROTO_DST_PORT = 1 << 5;
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -52,12 +57,37 @@ function port(type: number, p: number): Attr {
   return attr(type, Uint8Array.of(p >> 8, p & 0xff)); // network byte order
 }
 
-export function dumpRequest(seq: number, family: 4 | 6): Uint8Array {
+/**
+ * A dump of the family's entries; with `to`, only `to.proto` connections to `to.dstPort` in their
+ * original direction, picked by the kernel (CTA_FILTER, Linux 5.8 and later; an older kernel
+ * ignores the filter and sends every entry, so callers still check what they get).
+ */
+export function dumpRequest(
+  seq: number,
+  family: 4 | 6,
+  to?: { proto: number; dstPort: number },
+): Uint8Array {
   return message(
     (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
     NLM_F_REQUEST | NLM_F_DUMP,
     seq,
     nfgenmsg(family),
+    to
+      ? [
+        nested(CTA_TUPLE_ORIG, [
+          nested(CTA_TUPLE_PROTO, [
+            u8(CTA_PROTO_NUM, to.proto),
+            port(CTA_PROTO_DST_PORT, to.dstPort),
+          ]),
+        ]),
+        nested(CTA_FILTER, [
+          u32(
+            CTA_FILTER_ORIG_FLAGS,
+            CTA_FILTER_FLAG_CTA_PROTO_NUM | CTA_FILTER_FLAG_CTA_PROTO_DST_PORT,
+          ),
+        ]),
+      ]
+      : [],
   );
 }
 

@@ -19,6 +19,20 @@ Deno.test("ctnetlink requests and entries", async (t) => {
       "14000000" + "0101" + "0103" + "05000000" + "00000000" + "02000000",
     );
   });
+  await t.step("a dump for one port asks the kernel to pick its entries (CTA_FILTER)", () => {
+    const text = hex(ct.dumpRequest(5, 4, { proto: 17, dstPort: 53 }));
+    assert.equal(text.slice(8, 40), "0101" + "0103" + "05000000" + "00000000" + "02000000");
+    assert.ok(
+      text.includes(
+        "18000180" + "14000280" + "0500010011000000" + "0600030000350000",
+      ),
+      "CTA_TUPLE_ORIG { CTA_TUPLE_PROTO { udp, port 53 } }",
+    );
+    assert.ok(
+      text.includes("0c001980" + "0800010028000000"),
+      "CTA_FILTER { orig flags: protocol and destination port }",
+    );
+  });
   await t.step("a delete names the original tuple, ports in network byte order", () => {
     const m = ct.deleteRequest(6, tuple);
     assert.equal(hex(m.subarray(4, 8)), "0201" + "0500"); // CT_DELETE, REQUEST|ACK

@@ -6,6 +6,7 @@
  *
  *   deno run -A net_probe.ts serve TOKEN TARGET...       prints "ready" once all listen
  *   deno run -A net_probe.ts probe TIMEOUT_MS TARGET...  one JSON line per target
+ *   deno run -A net_probe.ts flood ADDRESS PORT COUNT     a UDP datagram to each of COUNT ports
  *
  * A TARGET is `tcp:ADDRESS:PORT` or `udp:ADDRESS:PORT` (an IPv6 address in
  * brackets: `tcp:[fd00::2]:80`); a probe's UDP target may name the source
@@ -190,6 +191,39 @@ export async function probeOne(
   return (await probe(netns, [spec], timeoutMs))[0];
 }
 
+/**
+ * Sends one UDP datagram from `netns` to each of `count` ports from `firstPort` on `address`,
+ * so that the namespace tracks that many more connections (a busy node, for conntrack).
+ */
+export async function flood(
+  netns: string,
+  address: string,
+  firstPort: number,
+  count: number,
+): Promise<void> {
+  const out = await new Deno.Command(IP, {
+    args: [
+      "netns",
+      "exec",
+      netns,
+      Deno.execPath(),
+      ...denoArgs(),
+      "flood",
+      address,
+      String(firstPort),
+      String(count),
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (out.code !== 0) {
+    throw new Error(
+      `flood from ${netns} exited ${out.code}: ${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+}
+
 // ---------------------------------------------------------------- the program
 
 function peer(addr: Deno.Addr): string {
@@ -295,14 +329,32 @@ async function runProbe(timeoutMs: number, specs: string[]): Promise<void> {
   Deno.exit(0);
 }
 
+async function runFlood(address: string, firstPort: number, count: number): Promise<void> {
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: address.includes(":") ? "::" : "0.0.0.0",
+    port: 0,
+  });
+  const byte = new Uint8Array(1);
+  for (let port = firstPort; port < firstPort + count; port++) {
+    await socket.send(byte, { transport: "udp", hostname: address, port }).catch(() => {});
+  }
+  socket.close();
+}
+
 if (import.meta.main) {
   const [command, first, ...rest] = Deno.args;
   if (command === "serve" && first && rest.length) {
     await runServe(first, rest.map(parseTarget));
   } else if (command === "probe" && Number(first) > 0 && rest.length) {
     await runProbe(Number(first), rest);
+  } else if (command === "flood" && first && rest.length === 2) {
+    await runFlood(first, Number(rest[0]), Number(rest[1]));
   } else {
-    console.error("usage: net_probe.ts serve TOKEN TARGET... | probe TIMEOUT_MS TARGET...");
+    console.error(
+      "usage: net_probe.ts serve TOKEN TARGET... | probe TIMEOUT_MS TARGET... | " +
+        "flood ADDRESS PORT COUNT",
+    );
     Deno.exit(2);
   }
 }

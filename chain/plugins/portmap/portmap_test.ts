@@ -35,7 +35,14 @@ import {
   snapshot,
   sysctl,
 } from "../../../test/netns.ts";
-import { probe, type ProbeResult, serve, type Server, target } from "../../../test/net_probe.ts";
+import {
+  flood,
+  probe,
+  type ProbeResult,
+  serve,
+  type Server,
+  target,
+} from "../../../test/net_probe.ts";
 import { MAX_PORT_MAPPINGS } from "./mod.ts";
 
 const IP = "/usr/sbin/ip";
@@ -791,6 +798,33 @@ portmapTest(
     assert.deepEqual(ownedBy(left, a.id), [], "nothing of a's is left");
     assert.deepEqual(ownedBy(left, c.id), [], "nothing of c's is left");
     assert.deepEqual(ownedBy(left, b.id), bElements, "b's elements are untouched");
+  },
+  { only: "cnichain" },
+);
+
+/** How many connections the netns's conntrack table holds. */
+async function trackedCount(netns: string): Promise<number> {
+  return Number(await sysctl(netns, "net/netfilter/nf_conntrack_count"));
+}
+
+portmapTest(
+  "portmap: on a host tracking thousands of connections, ADD forgets the host port's old UDP flow and no other",
+  async ({ lab, v, servers }) => {
+    const net = new Net(lab, v, "10.54.0.0/24");
+    const gw = net.gateway4;
+    // The first attachment makes the NAT table, so the host netns tracks connections from now on.
+    await net.attach(await lab.addPod("b"), [tcp(19680)]);
+    // Past the few thousand where ADD stops reading /proc and asks the kernel for the port's.
+    await flood(lab.host, "127.0.0.1", 30000, 6000);
+    const early = target("udp", gw, 19680, 40680);
+    await assertNoReach(lab.host, [early], "UDP before the mapping");
+    const before = await trackedCount(lab.host);
+    assert.ok(before > 6000, `the host tracks ${before} connections`);
+    const a = await net.attach(await lab.addPod("a"), [udp(19680)]);
+    await servers.start(a.pod.name, "pod-a", [target("udp", a.ip4, 80)]);
+    await assertReaches(lab.host, [early], "pod-a", "a UDP flow that began before the mapping");
+    const after = await trackedCount(lab.host);
+    assert.ok(after > before - 100, `${before} connections tracked before the ADD, ${after} after`);
   },
   { only: "cnichain" },
 );
