@@ -13,7 +13,7 @@
  */
 import type { AttachmentRef } from "./spec/types.ts";
 import type { System } from "./system.ts";
-import { formatCidr, networkOf, parseCidr } from "./ip.ts";
+import { type Cidr, contains, formatCidr, networkOf, parseCidr } from "./ip.ts";
 import {
   attachmentTag,
   collectElements,
@@ -54,6 +54,20 @@ export interface Attachment {
   ifname: string;
 }
 
+/**
+ * The blocks not inside another of the list (the first of equal ones): the same union, and no two
+ * overlapping, as nftables wants the elements of an interval set (it refuses one whose start or
+ * end falls in another with "File exists": subnet 10.62.0.0/16 with ipMasqExclude 10.0.0.0/8 and
+ * 10.62.1.0/24 failed ADD).
+ */
+function outermost(blocks: Cidr[]): Cidr[] {
+  return blocks.filter((b, i) =>
+    !blocks.some((o, j) =>
+      j !== i && o.prefix <= b.prefix && contains(o, b.ip) && (o.prefix < b.prefix || j < i)
+    )
+  );
+}
+
 /** Masquerades traffic from `addresses` (CIDRs) leaving their subnets, except to `exclude`. */
 export async function addMasquerade(
   system: System,
@@ -68,13 +82,13 @@ export async function addMasquerade(
     if (!cidr) continue;
     const family = cidr.ip.family;
     const ip = address.slice(0, address.indexOf("/"));
-    const skip = new Set([formatCidr(networkOf(cidr))]);
-    for (const e of exclude) {
-      const c = parseCidr(e);
-      if (c && c.ip.family === family) skip.add(formatCidr(networkOf(c)));
-    }
+    const blocks = [cidr, ...exclude.map(parseCidr)].flatMap((c) =>
+      c && c.ip.family === family ? [networkOf(c)] : []
+    );
     elements.push({ set: `masq${family}`, key: ip });
-    for (const dst of skip) elements.push({ set: `nomasq${family}`, key: `${ip} . ${dst}` });
+    for (const dst of outermost(blocks)) {
+      elements.push({ set: `nomasq${family}`, key: `${ip} . ${formatCidr(dst)}` });
+    }
   }
   const tag = attachmentTag(att.network, att.containerId, att.ifname);
   await installElements(

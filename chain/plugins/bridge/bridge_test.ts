@@ -74,6 +74,11 @@ function bridgeConf(
   });
 }
 
+interface Prefix {
+  addr: string;
+  len: number;
+}
+
 /** Checks the result's shape and that the kernel holds what it says, for one pod. */
 async function assertAttached(lab: Lab, result: Result, podPath: string, version: string) {
   assert.equal(result.cniVersion, version);
@@ -283,6 +288,35 @@ kernelTest(
     assert.deepEqual(await masqueradeRules(lab.host, address), [], `no rule mentions ${address}`);
     await assertNoLeak(lab.host, before, KEEP_BRIDGE_AND_IPTABLES);
   },
+);
+
+kernelTest(
+  "bridge: ipMasqExclude blocks inside each other and around the pod's subnet: ADD excludes their union",
+  async (lab, v) => {
+    const before = await snapshot(lab.host);
+    const conf = bridgeConf(lab, v, {
+      ipMasq: true,
+      // 10.0.0.0/8 holds the pod's subnet (10.22.0.0/24) and 10.22.0.128/25; 192.168.0.0/16
+      // holds 192.168.5.0/24. nftables refuses overlapping interval elements ("File exists").
+      ipMasqExclude: ["10.22.0.128/25", "10.0.0.0/8", "192.168.5.0/24", "192.168.0.0/16"],
+    });
+    const pod = await lab.addPod();
+    const result = assertOk(await lab.cni("ADD", conf, { pod }), "ADD") as unknown as Result;
+    const address = bare(result.ips![0].address);
+    const excluded = (await nftRuleset(lab.host)).flatMap((o) => {
+      const set = o.set as { name?: string; elem?: unknown[] } | undefined;
+      if (set?.name !== "nomasq4") return [];
+      return (set.elem ?? []).map((e) => {
+        const [ip, block] = (e as { elem: { val: { concat: [string, { prefix: Prefix }] } } })
+          .elem.val.concat;
+        return `${ip} . ${block.prefix.addr}/${block.prefix.len}`;
+      });
+    });
+    assert.deepEqual(excluded.sort(), [`${address} . 10.0.0.0/8`, `${address} . 192.168.0.0/16`]);
+    assertOk(await lab.cni("DEL", { ...conf, prevResult: result }, { pod }), "DEL");
+    await assertNoLeak(lab.host, before, KEEP_BRIDGE_AND_IPTABLES);
+  },
+  { only: "cnichain" },
 );
 
 kernelTest(
