@@ -441,6 +441,10 @@ export async function removeElements(
         reg = undefined; // a damaged record (or an older cnichain's): go by the comments instead
       }
       if (reg) {
+        // An older cnichain recorded a port mapped twice twice: deleting it twice would fail the batch.
+        reg.elements = reg.elements.filter((e, i) =>
+          reg!.elements.findIndex((o) => o.set === e.set && o.key === e.key) === i
+        );
         const fast = reg.elements.length <= FAST_LIMIT ? system.kernel.nftElements : undefined;
         const owners = fast
           ? fast.comments(TABLE, typesOf(feature), reg.elements)

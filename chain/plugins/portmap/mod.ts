@@ -45,7 +45,22 @@ interface Mapping {
   hostPort: number;
   containerPort: number;
   protocol: string;
+  /** Only traffic to this host address (never 0.0.0.0 or ::, see `family`). */
   hostIP?: string;
+  /** hostIP 0.0.0.0 or ::: every address of that family, and that family only (the reference's reading). */
+  family?: Family;
+}
+
+/** Whether the mapping forwards traffic of `family`. */
+function appliesTo(m: Mapping, family: Family): boolean {
+  if (m.hostIP) return (m.hostIP.includes(":") ? 6 : 4) === family;
+  return m.family === undefined || m.family === family;
+}
+
+/** The host port a mapping forwards, as a person says it: `tcp/8080`, `udp/53 on 10.0.0.1`. */
+function describe(m: Mapping): string {
+  const on = m.hostIP ?? (m.family === 4 ? "0.0.0.0" : m.family === 6 ? "::" : undefined);
+  return `${m.protocol}/${m.hostPort}${on ? ` on ${on}` : ""}`;
 }
 
 interface PortmapConfig {
@@ -73,7 +88,7 @@ function readMappings(f: Findings, raw: unknown, path: string): Mapping[] {
     f.add(path, `may hold at most ${MAX_PORT_MAPPINGS} mappings (got ${raw.length})`);
     return [];
   }
-  return raw.flatMap((m, i) => {
+  const mappings = raw.flatMap((m, i): Mapping[] => {
     const at = `${path}[${i}]`;
     if (!isObject(m)) {
       f.add(at, "must be an object", m);
@@ -91,10 +106,33 @@ function readMappings(f: Findings, raw: unknown, path: string): Mapping[] {
     if (m.hostIP !== undefined && m.hostIP !== "") {
       const ip = typeof m.hostIP === "string" ? parseIp(m.hostIP) : undefined;
       if (!ip) f.add(`${at}.hostIP`, "is not an IP address", m.hostIP);
+      // No packet is ever addressed to 0.0.0.0 or ::: runtimes mean "any address" by them.
+      else if (ip.value === 0n) mapping.family = ip.family;
       else mapping.hostIP = formatIp(ip);
     }
     return [mapping];
   });
+  // nftables keeps one destination per host port: the same port again to another container port
+  // is refused (the reference's rules would silently let the first win); a copy changes nothing.
+  const seen = new Map<string, { containerPort: number; at: string }>();
+  mappings.forEach((m, i) => {
+    for (const family of [4, 6] as Family[]) {
+      if (!appliesTo(m, family)) continue;
+      const key = `${family} ${m.protocol} ${m.hostPort} ${m.hostIP ?? "any"}`;
+      const first = seen.get(key);
+      if (!first) seen.set(key, { containerPort: m.containerPort, at: `${path}[${i}]` });
+      else if (first.containerPort !== m.containerPort) {
+        f.add(
+          `${path}[${i}]`,
+          `forwards host port ${
+            describe(m)
+          } to container port ${m.containerPort}, but ${first.at} forwards it to ${first.containerPort}`,
+        );
+        return;
+      }
+    }
+  });
+  return mappings;
 }
 
 function read(
@@ -183,11 +221,17 @@ interface Planned extends PlannedElement {
 
 function plan(cfg: PortmapConfig, pods: Map<Family, { ip: string; subnet: string }>): Planned[] {
   const out: Planned[] = [];
+  const planned = new Set<string>();
   for (const [family, pod] of pods) {
     for (const m of cfg.mappings) {
-      if (m.hostIP && (m.hostIP.includes(":") ? 6 : 4) !== family) continue;
-      const what = `${m.protocol}/${m.hostPort}${m.hostIP ? ` on ${m.hostIP}` : ""}`;
+      if (!appliesTo(m, family)) continue;
+      const what = describe(m);
       const value = `${pod.ip} . ${m.containerPort}`;
+      // The same host port twice to the same container port (readMappings refuses any other
+      // repeat): once is enough, and a batch may not add one key twice.
+      const key = `${family} ${m.protocol} ${m.hostPort} ${m.hostIP ?? "any"}`;
+      if (planned.has(key)) continue;
+      planned.add(key);
       out.push(
         m.hostIP
           ? {

@@ -997,6 +997,58 @@ portmapTest(
 );
 
 portmapTest(
+  "portmap: hostIP 0.0.0.0 forwards from every IPv4 address of the host; :: forwards nothing to an IPv4 pod",
+  async ({ lab, v, servers }) => {
+    const net = new Net(lab, v, "10.55.0.0/24");
+    const gw = net.gateway4;
+    const a = await net.attach(await lab.addPod("a"), [
+      tcp(19780, 80, "0.0.0.0"),
+      tcp(19790, 80, "::"),
+    ]);
+    await servers.start(a.pod.name, "pod-a", [target("tcp", a.ip4, 80)]);
+    await assertReaches(
+      lab.host,
+      [target("tcp", gw, 19780), target("tcp", "127.0.0.1", 19780)],
+      "pod-a",
+      "hostIP 0.0.0.0, to the gateway and to localhost",
+    );
+    await assertNoReach(lab.host, [target("tcp", gw, 19790)], "hostIP :: with an IPv4-only pod");
+    assertOk(await net.del(a.pod, { prevResult: a.result }), "DEL");
+  },
+);
+
+portmapTest(
+  "portmap: a host port listed twice works once; the same port to two container ports is refused, nothing changed",
+  async ({ lab, v, servers }) => {
+    const net = new Net(lab, v, "10.56.0.0/24");
+    const gw = net.gateway4;
+    const before = await snapshot(lab.host);
+    const twice = [tcp(19880), tcp(19880), tcp(19880, 80, "0.0.0.0")];
+    const a = await net.attach(await lab.addPod("a"), twice);
+    await servers.start(a.pod.name, "pod-a", [target("tcp", a.ip4, 80)]);
+    await assertReaches(lab.host, [target("tcp", gw, 19880)], "pod-a", "a host port listed twice");
+    assertOk(
+      await lab.cni("CHECK", net.chain(twice, { prevResult: a.result }), { pod: a.pod }),
+      "CHECK",
+    );
+    assertOk(await net.del(a.pod, { prevResult: a.result }), "DEL");
+    await assertNoLeak(lab.host, before, KEEP_BRIDGE);
+
+    const b = await lab.addPod("b");
+    const clash = [tcp(19890, 80), tcp(19890, 81)];
+    const refused = await lab.cni("ADD", net.chain(clash), { pod: b });
+    const error = assertCniError(refused, v, "the same host port to two container ports");
+    assert.equal(error.code, 7);
+    assert.match(
+      error.msg,
+      /portMappings\[1\]: forwards host port tcp\/19890 to container port 81, but .*portMappings\[0\] forwards it to 80/,
+    );
+    await assertNoLeak(lab.host, before, KEEP_BRIDGE);
+  },
+  { only: "cnichain" },
+);
+
+portmapTest(
   "portmap: after ADD and DEL of every pod nothing but the bridge is left in the host netns",
   async ({ lab, v }) => {
     const net = new Net(lab, v, "10.50.0.0/24", "fd50::/64");
