@@ -130,6 +130,7 @@ Deno.test({
           // everything a case can (a lone surrogate in CNI_IFNAME arrives as U+FFFD). Not a
           // failure, but what it made is undone as a runtime would, so that what is left at the
           // end is what failed runs left.
+          if (c.env.CNI_COMMAND !== "ADD") continue; // the other verbs make nothing to undo
           const conf = { ...JSON.parse(c.stdin), prevResult: JSON.parse(out.stdout) };
           const del = await real({ ...env, CNI_COMMAND: "DEL" }, JSON.stringify(conf));
           if (del.code !== 0) failures.push(`${where}: accepted, then DEL failed: ${del.stdout}`);
