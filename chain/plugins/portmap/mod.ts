@@ -47,7 +47,7 @@ interface Mapping {
   protocol: string;
   /** Only traffic to this host address (never 0.0.0.0 or ::, see `family`). */
   hostIP?: string;
-  /** hostIP 0.0.0.0 or ::: every address of that family, and that family only (the reference's reading). */
+  /** Set for hostIP `0.0.0.0` or `::`: every address of that family and no other (as the reference reads them). */
   family?: Family;
 }
 
@@ -55,6 +55,11 @@ interface Mapping {
 function appliesTo(m: Mapping, family: Family): boolean {
   if (m.hostIP) return (m.hostIP.includes(":") ? 6 : 4) === family;
   return m.family === undefined || m.family === family;
+}
+
+/** What a mapping holds in nftables for `family`: one destination per key. */
+function portKey(m: Mapping, family: Family): string {
+  return `${family} ${m.protocol} ${m.hostPort} ${m.hostIP ?? "any"}`;
 }
 
 /** The host port a mapping forwards, as a person says it: `tcp/8080`, `udp/53 on 10.0.0.1`. */
@@ -106,7 +111,7 @@ function readMappings(f: Findings, raw: unknown, path: string): Mapping[] {
     if (m.hostIP !== undefined && m.hostIP !== "") {
       const ip = typeof m.hostIP === "string" ? parseIp(m.hostIP) : undefined;
       if (!ip) f.add(`${at}.hostIP`, "is not an IP address", m.hostIP);
-      // No packet is ever addressed to 0.0.0.0 or ::: runtimes mean "any address" by them.
+      // No packet is ever addressed to 0.0.0.0 or `::`: runtimes mean "any address" by them.
       else if (ip.value === 0n) mapping.family = ip.family;
       else mapping.hostIP = formatIp(ip);
     }
@@ -118,16 +123,13 @@ function readMappings(f: Findings, raw: unknown, path: string): Mapping[] {
   mappings.forEach((m, i) => {
     for (const family of [4, 6] as Family[]) {
       if (!appliesTo(m, family)) continue;
-      const key = `${family} ${m.protocol} ${m.hostPort} ${m.hostIP ?? "any"}`;
+      const key = portKey(m, family);
       const first = seen.get(key);
       if (!first) seen.set(key, { containerPort: m.containerPort, at: `${path}[${i}]` });
       else if (first.containerPort !== m.containerPort) {
-        f.add(
-          `${path}[${i}]`,
-          `forwards host port ${
-            describe(m)
-          } to container port ${m.containerPort}, but ${first.at} forwards it to ${first.containerPort}`,
-        );
+        const clash = `forwards host port ${describe(m)} to container port ${m.containerPort}, ` +
+          `but ${first.at} forwards it to ${first.containerPort}`;
+        f.add(`${path}[${i}]`, clash);
         return;
       }
     }
@@ -229,7 +231,7 @@ function plan(cfg: PortmapConfig, pods: Map<Family, { ip: string; subnet: string
       const value = `${pod.ip} . ${m.containerPort}`;
       // The same host port twice to the same container port (readMappings refuses any other
       // repeat): once is enough, and a batch may not add one key twice.
-      const key = `${family} ${m.protocol} ${m.hostPort} ${m.hostIP ?? "any"}`;
+      const key = portKey(m, family);
       if (planned.has(key)) continue;
       planned.add(key);
       out.push(
