@@ -8,7 +8,7 @@
  * CNICHAIN_FUZZ_PROCESS_CASES the real-process sample (default 50).
  */
 import assert from "node:assert/strict";
-import { BUNDLE, listTree, runProgram } from "../helpers.ts";
+import { BUNDLE, listTree, multiCallDir, runProgram } from "../helpers.ts";
 import { IS_ROOT, snapshot, withLab } from "../netns.ts";
 import { cniErrorProblem, envCount, fuzzCase, fuzzOne, fuzzSeed, runFuzz } from "./fuzz.ts";
 import { validSeeds } from "./hostile_cases.ts";
@@ -69,14 +69,18 @@ Deno.test({
     await withLab(async (lab) => {
       const pod = await lab.addPod("fuzz");
       const tmp = `${lab.dir}/fuzz`;
-      for (const d of ["state", "data", "log", "bin", "cwd"]) {
+      for (const d of ["state", "data", "log", "cwd"]) {
         await Deno.mkdir(`${tmp}/${d}`, { recursive: true });
       }
-      for (
-        const name of ["bridge", "ptp", "loopback", "host-local", "static", "portmap", "policy"]
-      ) {
-        await Deno.symlink(BUNDLE, `${tmp}/bin/${name}`);
-      }
+      const bin = await multiCallDir([
+        "bridge",
+        "ptp",
+        "loopback",
+        "host-local",
+        "static",
+        "portmap",
+        "policy",
+      ]);
       await Deno.writeTextFile(`${tmp}/policy.json`, "[]");
       const seeds = validSeeds({
         stateDir: `${tmp}/state`,
@@ -106,7 +110,7 @@ Deno.test({
           CNI_NETNS: c.env.CNI_NETNS === "/var/run/netns/cnichain-fuzz-pod"
             ? pod.path
             : c.env.CNI_NETNS,
-          CNI_PATH: `${tmp}/bin`,
+          CNI_PATH: bin,
         };
         const real = (vars: Record<string, string>, stdin: string) =>
           runProgram("/usr/bin/timeout", {
@@ -117,7 +121,7 @@ Deno.test({
               "netns",
               "exec",
               lab.host,
-              c.invokedAs ? `${tmp}/bin/${c.invokedAs}` : BUNDLE,
+              c.invokedAs ? `${bin}/${c.invokedAs}` : BUNDLE,
             ],
             env: vars,
             stdin,

@@ -8,7 +8,7 @@
  * (links, addresses, routes, nftables), under 10 s and 300 MiB peak RSS.
  */
 import assert from "node:assert/strict";
-import { BUNDLE, listTree, runProgram } from "../helpers.ts";
+import { BUNDLE, listTree, multiCallDir, runProgram } from "../helpers.ts";
 import { IS_ROOT, type Snapshot, snapshot, withLab } from "../netns.ts";
 import { type CaseContext, type HostileCase, hostileCases } from "./hostile_cases.ts";
 import { cniErrorProblem } from "./fuzz.ts";
@@ -136,10 +136,10 @@ Deno.test({
     await withLab(async (lab) => {
       const pod = await lab.addPod("pod");
       const tmp = `${lab.dir}/hostile`;
-      for (const d of ["state", "data", "log", "cwd", "dir", "bin"]) {
+      for (const d of ["state", "data", "log", "cwd", "dir"]) {
         await Deno.mkdir(`${tmp}/${d}`, { recursive: true });
       }
-      for (const name of MULTI_CALL) await Deno.symlink(BUNDLE, `${tmp}/bin/${name}`);
+      const bin = await multiCallDir(MULTI_CALL);
       await Deno.writeTextFile(`${tmp}/file`, "not a netns\n");
       const ctx: CaseContext = {
         stateDir: `${tmp}/state`,
@@ -147,7 +147,7 @@ Deno.test({
         logFile: `${tmp}/log/cnichain.log`,
         policyFile: `${tmp}/policy.json`,
         netns: pod.path,
-        cniPath: `${tmp}/bin`,
+        cniPath: bin,
         regularFile: `${tmp}/file`,
         directory: `${tmp}/dir`,
       };

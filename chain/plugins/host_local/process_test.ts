@@ -22,6 +22,7 @@ import {
   spawnPlugin,
   withTempDir,
 } from "../../../test/host_local.ts";
+import { multiCallDir } from "../../../test/helpers.ts";
 
 const hasReference = await Deno.stat(`${REFERENCE_DIR}/host-local`).then(() => true, () => false);
 
@@ -251,9 +252,9 @@ Deno.test("SIGKILL in the middle of many ADDs and DELs leaves a consistent store
 });
 
 Deno.test("the program linked as host-local or static acts as that plugin for any config type", async (t) => {
-  const bin = await ensureBundle();
+  await ensureBundle();
+  const links = await multiCallDir(["host-local", "static"]);
   await withTempDir(async (tmp) => {
-    for (const name of ["host-local", "static"]) await Deno.symlink(bin, `${tmp}/${name}`);
     const delegated = {
       cniVersion: "1.0.0",
       name: "net",
@@ -261,7 +262,7 @@ Deno.test("the program linked as host-local or static acts as that plugin for an
       ipam: { type: "host-local", dataDir: `${tmp}/data`, subnet: "10.1.0.0/24" },
     };
     await t.step("host-local allocates from the bridge's ipam section", async () => {
-      const run = await runPlugin(`${tmp}/host-local`, "ADD", delegated, { id: "c1" });
+      const run = await runPlugin(`${links}/host-local`, "ADD", delegated, { id: "c1" });
       assert.equal(run.code, 0, JSON.stringify(run.out));
       assert.deepEqual(run.out, {
         cniVersion: "1.0.0",
@@ -274,11 +275,11 @@ Deno.test("the program linked as host-local or static acts as that plugin for an
         ...delegated,
         ipam: { type: "static", addresses: [{ address: "10.9.0.5/24" }] },
       };
-      const run = await runPlugin(`${tmp}/static`, "ADD", config, { id: "c1" });
+      const run = await runPlugin(`${links}/static`, "ADD", config, { id: "c1" });
       assert.deepEqual(run.out, { cniVersion: "1.0.0", ips: [{ address: "10.9.0.5/24" }] });
     });
     await t.step("VERSION", async () => {
-      const run = await runPlugin(`${tmp}/host-local`, "VERSION", { cniVersion: "1.0.0" });
+      const run = await runPlugin(`${links}/host-local`, "VERSION", { cniVersion: "1.0.0" });
       assert.equal(run.out?.cniVersion, "1.0.0");
     });
   });
