@@ -441,10 +441,15 @@ export async function removeElements(
         reg = undefined; // a damaged record (or an older cnichain's): go by the comments instead
       }
       if (reg) {
-        // An older cnichain recorded a port mapped twice twice: deleting it twice would fail the batch.
-        reg.elements = reg.elements.filter((e, i) =>
-          reg!.elements.findIndex((o) => o.set === e.set && o.key === e.key) === i
-        );
+        // An older cnichain recorded a host port listed twice in the mappings twice; deleting an
+        // element twice would fail the whole batch.
+        const seen = new Set<string>();
+        reg.elements = reg.elements.filter((e) => {
+          const id = `${e.set} ${e.key}`;
+          if (seen.has(id)) return false;
+          seen.add(id);
+          return true;
+        });
         const fast = reg.elements.length <= FAST_LIMIT ? system.kernel.nftElements : undefined;
         const owners = fast
           ? fast.comments(TABLE, typesOf(feature), reg.elements)

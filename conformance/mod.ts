@@ -26,7 +26,6 @@ import { leftovers } from "./lab.ts";
 const HERE = new URL(".", import.meta.url).pathname;
 const BUILD = `${HERE}.build`;
 const DEBIAN_DIR = "/usr/lib/cni";
-const MULTI_CALL = ["bridge", "ptp", "host-local", "static", "loopback", "portmap"];
 /**
  * What other targets get besides the CNI variables: libcni passes the runtime's
  * own environment, and the reference portmap runs `iptables` from PATH.
@@ -67,7 +66,7 @@ async function cnichainDir(): Promise<string> {
   await Deno.stat(BUNDLE).catch(() => {
     throw new Error(`${BUNDLE} is missing: run "deno task bundle" first`);
   });
-  return await multiCallDir([...MULTI_CALL, "cnichain"]);
+  return await multiCallDir();
 }
 
 if (Deno.uid() !== 0) {

@@ -2,20 +2,22 @@
  * Test helpers: a directory of fake external plugins (`fake_plugin.ts`), and
  * running the bundled program `dist/cnichain` the way a runtime runs a plugin.
  */
+import { builtinRegistry, multiCallNames } from "../chain/registry.ts";
+
 export const ROOT = new URL("../", import.meta.url).pathname;
 export const BUNDLE = `${ROOT}dist/cnichain`;
 const FAKE = `${ROOT}test/fake_plugin.ts`;
 
 /**
- * A directory of links to the bundle under each of `names` (dist/bin, beside it): the program
- * under a plugin's name, as `cnichain install` lays it out. Always the same paths: Deno keeps a
- * code cache entry for each path a program runs from, so links made afresh for every test would
- * leave half a megabyte in the user's Deno cache directory each time.
+ * A directory of links to the bundle under every name it answers to as a single plugin (the
+ * registry's), and `cnichain` (dist/bin, beside it), as `cnichain install` lays it out. Always
+ * the same paths: Deno keeps a code cache entry for each path a program runs from, so links made
+ * afresh for every test would leave half a megabyte in the user's Deno cache directory each time.
  */
-export async function multiCallDir(names: string[]): Promise<string> {
+export async function multiCallDir(): Promise<string> {
   const dir = `${ROOT}dist/bin`;
   await Deno.mkdir(dir, { recursive: true });
-  for (const name of names) {
+  for (const name of [...multiCallNames(builtinRegistry()), "cnichain"]) {
     // Tests in parallel make the same links: one already there is as good as a new one.
     await Deno.symlink("../cnichain", `${dir}/${name}`).catch((err) => {
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;

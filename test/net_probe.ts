@@ -152,23 +152,10 @@ export async function serve(netns: string, token: string, targets: string[]): Pr
   return server;
 }
 
-/** Tries every target from inside `netns` at once, each within `timeoutMs`. */
-export async function probe(
-  netns: string,
-  targets: string[],
-  timeoutMs = 1000,
-): Promise<ProbeResult[]> {
+/** Runs this file's program with `args` inside `netns`; its stdout, or an error naming `command`. */
+async function runInNetns(netns: string, command: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(IP, {
-    args: [
-      "netns",
-      "exec",
-      netns,
-      Deno.execPath(),
-      ...denoArgs(),
-      "probe",
-      String(timeoutMs),
-      ...targets,
-    ],
+    args: ["netns", "exec", netns, Deno.execPath(), ...denoArgs(), command, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -176,9 +163,19 @@ export async function probe(
   const text = new TextDecoder().decode(out.stdout);
   if (out.code !== 0) {
     throw new Error(
-      `probe from ${netns} exited ${out.code}: ${text}${new TextDecoder().decode(out.stderr)}`,
+      `${command} from ${netns} exited ${out.code}: ${text}${new TextDecoder().decode(out.stderr)}`,
     );
   }
+  return text;
+}
+
+/** Tries every target from inside `netns` at once, each within `timeoutMs`. */
+export async function probe(
+  netns: string,
+  targets: string[],
+  timeoutMs = 1000,
+): Promise<ProbeResult[]> {
+  const text = await runInNetns(netns, "probe", [String(timeoutMs), ...targets]);
   return text.split("\n").filter(Boolean).map((line) => JSON.parse(line) as ProbeResult);
 }
 
@@ -201,27 +198,7 @@ export async function flood(
   firstPort: number,
   count: number,
 ): Promise<void> {
-  const out = await new Deno.Command(IP, {
-    args: [
-      "netns",
-      "exec",
-      netns,
-      Deno.execPath(),
-      ...denoArgs(),
-      "flood",
-      address,
-      String(firstPort),
-      String(count),
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (out.code !== 0) {
-    throw new Error(
-      `flood from ${netns} exited ${out.code}: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
+  await runInNetns(netns, "flood", [address, String(firstPort), String(count)]);
 }
 
 // ---------------------------------------------------------------- the program

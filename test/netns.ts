@@ -39,7 +39,6 @@ const PLUGIN_TIMEOUT_S = 30;
 const REFERENCE_DIR = "/usr/lib/cni";
 const NETNS_DIR = "/var/run/netns";
 /** The names the bundle answers to as a single plugin. */
-const MULTI_CALL = ["bridge", "ptp", "loopback", "host-local", "static"];
 
 export type Mode = "reference" | "cnichain";
 
@@ -181,7 +180,7 @@ export class Lab {
         throw new Error(`${BUNDLE} is missing: run "deno task bundle" first`);
       });
     }
-    const bin = MODE === "cnichain" ? await multiCallDir(MULTI_CALL) : REFERENCE_DIR;
+    const bin = MODE === "cnichain" ? await multiCallDir() : REFERENCE_DIR;
     const dir = await Deno.makeTempDir({ prefix: "cnichain-kernel-" });
     const lab = new Lab(`cnt${randomHex(3)}`, dir, bin);
     try {

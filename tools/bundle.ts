@@ -75,9 +75,9 @@ function asFunction(module: string): string {
     return `${JSON.stringify(exported)}: ${local}`;
   });
   // import.meta only serves unbundled runs (files next to a module); a function has none.
-  const body = module.slice(0, exports.index).replaceAll("import.meta.url", "Deno.mainModule");
-  if (body.includes("import.meta")) throw new Error("bundle: the command line uses import.meta");
-  return `(async () => {"use strict";\n${body}\nreturn { ${names.join(", ")} };\n})\n` +
+  const code = module.slice(0, exports.index).replaceAll("import.meta.url", "Deno.mainModule");
+  if (code.includes("import.meta")) throw new Error("bundle: the command line uses import.meta");
+  return `(async () => {"use strict";\n${code}\nreturn { ${names.join(", ")} };\n})\n` +
     "//# sourceURL=cnichain-cli.js\n";
 }
 

@@ -72,15 +72,7 @@ Deno.test({
       for (const d of ["state", "data", "log", "cwd"]) {
         await Deno.mkdir(`${tmp}/${d}`, { recursive: true });
       }
-      const bin = await multiCallDir([
-        "bridge",
-        "ptp",
-        "loopback",
-        "host-local",
-        "static",
-        "portmap",
-        "policy",
-      ]);
+      const bin = await multiCallDir();
       await Deno.writeTextFile(`${tmp}/policy.json`, "[]");
       const seeds = validSeeds({
         stateDir: `${tmp}/state`,

@@ -27,7 +27,6 @@ const DECODE_GROUPS = new Set(["truncated", "malformed", "utf-8", "nesting"]);
  * it acts) and the configured log file, which records the failed run as asked.
  */
 const ALLOWED = /^(state\/locks(\/attachment\.\d+(\.lock)?)?|log\/cnichain\.log)$/;
-const MULTI_CALL = ["bridge", "ptp", "loopback", "host-local", "static", "portmap", "policy"];
 
 const haveTools = await Promise.all(
   [TIME, BUNDLE].map((p) => Deno.stat(p).then(() => true, () => false)),
@@ -139,7 +138,7 @@ Deno.test({
       for (const d of ["state", "data", "log", "cwd", "dir"]) {
         await Deno.mkdir(`${tmp}/${d}`, { recursive: true });
       }
-      const bin = await multiCallDir(MULTI_CALL);
+      const bin = await multiCallDir();
       await Deno.writeTextFile(`${tmp}/file`, "not a netns\n");
       const ctx: CaseContext = {
         stateDir: `${tmp}/state`,

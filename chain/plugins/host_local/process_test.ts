@@ -253,7 +253,7 @@ Deno.test("SIGKILL in the middle of many ADDs and DELs leaves a consistent store
 
 Deno.test("the program linked as host-local or static acts as that plugin for any config type", async (t) => {
   await ensureBundle();
-  const links = await multiCallDir(["host-local", "static"]);
+  const links = await multiCallDir();
   await withTempDir(async (tmp) => {
     const delegated = {
       cniVersion: "1.0.0",

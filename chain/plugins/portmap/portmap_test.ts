@@ -453,14 +453,6 @@ async function nftIn(netns: string, command: string) {
   assert.equal(out.code, 0, `nft ${command} in ${netns}: ${out.stderr}`);
 }
 
-/** The multi-call name `portmap` in the lab's CNI_PATH (the harness links the others). */
-async function linkPortmap(lab: Lab) {
-  if (MODE !== "cnichain") return;
-  await Deno.symlink(BUNDLE, lab.pluginFile("portmap")).catch((err) => {
-    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-  });
-}
-
 // ---------------------------------------------------------------- the tests
 
 portmapTest(
@@ -642,7 +634,6 @@ portmapTest(
 portmapTest(
   "portmap run by its own name forwards with the bridge result as prevResult, and DEL without prevResult stops it",
   async ({ lab, v, servers }) => {
-    await linkPortmap(lab);
     const net = new Net(lab, v, "10.45.0.0/24");
     const pod = await lab.addPod("a");
     const bridgeConf = lab.netconf(v, net.bridge());
@@ -872,7 +863,6 @@ portmapTest(
 portmapTest(
   "portmap: no port mappings, empty or absent, passes prevResult on and adds nothing to nftables",
   async ({ lab, v }) => {
-    await linkPortmap(lab);
     const net = new Net(lab, v, "10.47.0.0/24");
     const rulesetBefore = await nftRuleset(lab.host);
     const pod = await lab.addPod("a");
