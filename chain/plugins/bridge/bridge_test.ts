@@ -110,6 +110,11 @@ async function assertAttached(lab: Lab, result: Result, podPath: string, version
   assert.equal(contLink.address, cont.mac, "container MAC as in the result");
   assert.equal(hostLink.link_index, contLink.ifindex, "the host veth's peer is the pod's eth0");
   assert.equal(await sysctl(pod, "net/ipv4/conf/eth0/arp_notify"), "1");
+  if (MODE === "cnichain") {
+    // A port carries frames only: no IPv6 of its own, so no link-local address, DAD or MLD.
+    assert.equal(await sysctl(lab.host, `net/ipv6/conf/${hostVeth.name}/disable_ipv6`), "1");
+    assert.deepEqual(await addresses(lab.host, hostVeth.name), [], "the port has no address");
+  }
   assert.equal(await sysctl(lab.host, "net/ipv4/ip_forward"), "1", "isGateway enables forwarding");
 
   const podAddrs = await addresses(pod, "eth0");
@@ -179,6 +184,11 @@ kernelTest(
     const pod = await lab.addPod();
     const result = assertOk(await lab.cni("ADD", conf, { pod }), "ADD") as unknown as Result;
     await assertAttached(lab, result, pod.path, v);
+    const other = await lab.addPod();
+    const otherResult = assertOk(
+      await lab.cni("ADD", conf, { pod: other }),
+      "ADD",
+    ) as unknown as Result;
     assert.deepEqual(result.ips?.map((ip) => [ip.address, ip.gateway]), [
       ["10.22.0.2/24", "10.22.0.1"],
       ["fd22::2/64", "fd22::1"],
@@ -196,7 +206,10 @@ kernelTest(
     }
     assert.ok(await ping(pod.name, "10.22.0.1"), "the pod pings the IPv4 gateway");
     assert.ok(await pingWithin(pod.name, "fd22::1", v6Within), "the pod pings the IPv6 gateway");
+    // Across the bridge, whose ports have no IPv6 of their own (cnichain).
+    assert.ok(await pingWithin(pod.name, "fd22::3", 3000), "the pod pings the other over IPv6");
 
+    assertOk(await lab.cni("DEL", { ...conf, prevResult: otherResult }, { pod: other }), "DEL");
     assertOk(await lab.cni("DEL", { ...conf, prevResult: result }, { pod }), "DEL");
     assert.deepEqual(await lab.allocations(), [], "DEL releases both addresses");
     await assertNoLeak(lab.host, before, KEEP_BRIDGE);
