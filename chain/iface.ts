@@ -114,6 +114,11 @@ export function defaultGateway(cidr: Cidr): string {
 }
 
 /** Runs the IPAM plugin for ADD; its result must carry at least one address. */
+/** Throws what the IPAM plugin's ADD would refuse in this invocation's inputs (built-ins only). */
+export function ipamPreflight(inv: Invocation, type: string): void {
+  inv.context.registry.get(type)?.preflight?.(inv);
+}
+
 export async function ipamAdd(inv: Invocation, type: string): Promise<Result> {
   const result = await inv.delegate(type, "ADD", inv.conf.raw);
   if (!result?.ips?.length) {

@@ -75,6 +75,11 @@ export function parseNetConf(raw: ConfigObject): NetConf {
       throw invalidConfig(key, "must be an object", raw[key]);
     }
   }
+  // Checked here, before any step changes anything, though only IPAM and policy read it.
+  const cniArgs = (raw.args as ConfigObject | undefined)?.cni;
+  if (cniArgs !== undefined && cniArgs !== null && !isObject(cniArgs)) {
+    throw invalidConfig("args.cni", "must be an object", cniArgs);
+  }
   const conf: NetConf = {
     raw,
     cniVersion,

@@ -258,6 +258,53 @@ kernelTest(
 );
 
 kernelTest(
+  "bridge, fresh node: a bad request makes nothing, a failed ADD keeps the bridge, many ADDs at once",
+  async (lab, v) => {
+    // An address asked for outside the range fails before anything is made (the reference
+    // makes the bridge and the veth first).
+    const asked = { ...bridgeConf(lab, v), args: { cni: { ips: ["10.99.0.5"] } } };
+    const early = await lab.addPod();
+    const refused = assertCniError(await lab.cni("ADD", asked, { pod: early }), v, "ADD");
+    assert.match(refused.msg, /10\.99\.0\.5/, "the error names the address asked for");
+    if (MODE === "cnichain") {
+      assert.equal(await link(lab.host, BRIDGE), undefined, "no bridge made");
+    }
+
+    // A network whose only address is taken: its ADD makes the bridge, then fails in IPAM.
+    await Deno.mkdir(`${lab.dataDir}/full`, { recursive: true });
+    await Deno.writeTextFile(`${lab.dataDir}/full/10.23.0.2`, "someone\r\neth0");
+    const full = lab.netconf(v, {
+      type: "bridge",
+      isGateway: true,
+      ipam: lab.hostLocal([[{ subnet: "10.23.0.0/30" }]]),
+    }, "full");
+    const first = await lab.addPod();
+    const { msg } = assertCniError(await lab.cni("ADD", full, { pod: first }), v, "ADD");
+    assert.match(msg, /10\.23\.0\./, "the error names the full range");
+    if (MODE === "cnichain") {
+      // The reference leaves the veth of an ADD that failed in IPAM; cnichain rolls it back.
+      assert.equal(await link(first.name, "eth0"), undefined, "the failed ADD's eth0 is gone");
+    }
+    assert.ok(await link(lab.host, BRIDGE), "the bridge stays for the ADDs that share it");
+
+    // Many pods of a fresh node at once: each reads the bridge without its gateway address
+    // and puts it there; the ones that lose that race must still succeed.
+    await run(["/usr/sbin/ip", "-n", lab.host, "link", "delete", BRIDGE], "remove the bridge");
+    const conf = bridgeConf(lab, v);
+    const pods: Pod[] = [];
+    for (let i = 0; i < 12; i++) pods.push(await lab.addPod());
+    const results = await Promise.all(pods.map((pod) => lab.cni("ADD", conf, { pod })));
+    const addrs = results.map((r) =>
+      bare((assertOk(r, "ADD") as unknown as Result).ips![0].address)
+    );
+    assert.equal(new Set(addrs).size, pods.length, `distinct addresses: ${addrs}`);
+    for (const pod of [pods[0], pods[pods.length - 1]]) {
+      assert.ok(await ping(pod.name, "10.22.0.1"), `${pod.name} pings the gateway`);
+    }
+  },
+);
+
+kernelTest(
   "bridge: a second ADD of the same ifname fails and leaves the first attachment working",
   async (lab, v) => {
     const before = await snapshot(lab.host);

@@ -27,6 +27,7 @@ import {
   gcVethAttachments,
   type InterfaceConfig,
   ipamAdd,
+  ipamPreflight,
   randomVethName,
   readBool,
   readInterfaceConfig,
@@ -99,14 +100,17 @@ function parse(inv: Invocation): BridgeConfig {
 
 const isExists = (err: unknown) => err instanceof OsError && err.code === "EEXIST";
 
-/** The bridge, created (up) when missing; `created` says whether this call made it. */
-function ensureBridge(host: Netns, cfg: BridgeConfig): { bridge: Link; created: boolean } {
+/**
+ * The bridge, created (up) when missing. It belongs to the node, not to the attachment: neither
+ * DEL nor a failed ADD removes it (as in the reference), since other ADDs may be attaching to it
+ * that very moment; a rollback that removed a bridge it had made broke the concurrent first ADDs
+ * of a fresh node.
+ */
+function ensureBridge(host: Netns, cfg: BridgeConfig): Link {
   let link = host.link(cfg.bridge);
-  let created = false;
   if (!link) {
     try {
       link = host.createBridge(cfg.bridge, { mtu: cfg.mtu, vlanFiltering: cfg.vlan > 0 });
-      created = true;
     } catch (err) {
       if (!isExists(err)) throw err;
       link = host.link(cfg.bridge); // another ADD made it first
@@ -128,7 +132,7 @@ function ensureBridge(host: Netns, cfg: BridgeConfig): { bridge: Link; created: 
   if (!(link.flags & IFF_UP) || promisc) {
     host.setLink(link.index, { up: true, ...(promisc ? { promisc: true } : {}) });
   }
-  return { bridge: link, created };
+  return link;
 }
 
 /** Puts the gateway on the bridge, as the reference does: one IPv4 address per bridge unless forceAddress. */
@@ -157,7 +161,12 @@ function ensureGatewayAddress(
     }
     host.deleteAddress(bridge.index, a.address, a.prefix);
   }
-  host.addAddress(bridge.index, gateway, prefix, family === 6 ? IFA_F_NODAD : 0);
+  try {
+    host.addAddress(bridge.index, gateway, prefix, family === 6 ? IFA_F_NODAD : 0);
+  } catch (err) {
+    // Another ADD put the same gateway there since the bridge was read: as good as ours.
+    if (!isExists(err)) throw err;
+  }
 }
 
 function sameNet(
@@ -189,11 +198,13 @@ async function add(inv: Invocation): Promise<Result> {
   const mac = requestedMac(inv);
   const ns = requireNetns(inv);
   ensureFreeName(ns, inv.env.ifname);
+  // IPAM runs after the links exist (as in the reference: dhcp needs them); a bad address
+  // request must fail before the bridge and veth are made.
+  if (cfg.ipamType) ipamPreflight(inv, cfg.ipamType);
   const host = inv.system.kernel.host();
   const undo: (() => unknown)[] = [];
   try {
-    const { bridge, created } = ensureBridge(host, cfg);
-    if (created) undo.push(() => host.deleteLink(bridge.index));
+    const bridge = ensureBridge(host, cfg);
     let pair: { link: Link; peer: Link } | undefined;
     for (let attempt = 0; !pair; attempt++) {
       try {

@@ -338,7 +338,7 @@ export function requestedIps(conf: NetConf, env: CniEnv): Request[] {
   const envIp = cniArg(env.argPairs, "IP");
   if (envIp !== undefined && envIp !== "") given.push({ field: "CNI_ARGS IP", value: envIp });
   const cni = conf.args.cni;
-  if (cni !== undefined && !isObject(cni)) {
+  if (cni !== undefined && cni !== null && !isObject(cni)) {
     throw invalidConfig("args.cni", "must be an object", cni);
   }
   const lists: [string, unknown][] = [["args.cni.ips", cni?.ips], [

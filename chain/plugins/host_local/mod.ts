@@ -233,6 +233,9 @@ async function gc(inv: GcInvocation): Promise<void> {
 
 export const hostLocalPlugin: Plugin = {
   validate: ipamProblems,
+  // The addresses asked for: well formed, each in a range set, one per set.
+  preflight: (inv) =>
+    void assignRequests(parseHostLocal(inv.conf).sets, requestedIps(inv.conf, inv.env)),
   add,
   del,
   check,

@@ -117,7 +117,7 @@ function parseStatic(inv: Invocation): StaticConfig {
   f.throwFirst();
   cfg.addresses.push(...envAddresses(inv.env));
   const cni = conf.args.cni;
-  if (cni !== undefined && !isObject(cni)) {
+  if (cni !== undefined && cni !== null && !isObject(cni)) {
     throw invalidConfig("args.cni", "must be an object", cni);
   }
   // As in the reference plugin, either list replaces every address given before it.
@@ -209,6 +209,7 @@ const later = <T>(fn: (inv: Invocation) => Promise<T>) => (inv: Invocation): Pro
   Promise.resolve(inv).then(fn);
 
 export const staticPlugin: Plugin = {
+  preflight: (inv) => void parseStatic(inv),
   validate: (entry, path) => staticProblems(entry, path),
   add: later(add),
   check: later(check),
