@@ -295,17 +295,18 @@ class RealNetns implements Netns {
     const conf = /^net\/ipv4\/conf\/([^/]+)\/([a-z_]+)$/.exec(key);
     const index = conf && conf[1] !== "all" && conf[1] !== "default" &&
       Object.hasOwn(rt.INET_CONF, conf[2]) && rt.INET_CONF[conf[2]];
+    const overNetlink = index && /^\d{1,9}$/.test(value)
+      ? () =>
+        this.sock.request(
+          (s) => rt.setInetConf(s, conf[1], index, Number(value)),
+          what("RTM_SETLINK inet conf", `${conf[1]} ${conf[2]}`, this.path),
+        )
+      : undefined;
     // Over netlink in a container's namespace: no namespace to enter, no file to open (arp_notify).
     // Not in the host's: a netlink change of a device's settings tells every netdevice notifier,
     // and IPv6's walks the namespace's whole IPv6 routing table, which on a node grows with its
     // pods (0.5 ms an ADD with 500 pods here); /proc/sys has no such side effect.
-    if (index && this.path !== "" && /^\d{1,9}$/.test(value)) {
-      this.sock.request(
-        (s) => rt.setInetConf(s, conf[1], index, Number(value)),
-        what("RTM_SETLINK inet conf", `${conf[1]} ${conf[2]}`, this.path),
-      );
-      return;
-    }
+    if (overNetlink && this.path !== "") return overNetlink();
     // /proc/sys/net follows the namespace of the thread that opens it, hence the window.
     const write = () => {
       const path = sysctlPath(key);
@@ -316,8 +317,15 @@ class RealNetns implements Netns {
         closeFd(fd);
       }
     };
-    if (this.path === "") write();
-    else inNetns(this.path, write);
+    if (this.path !== "") return inNetns(this.path, write);
+    try {
+      write();
+    } catch (err) {
+      // A read-only /proc/sys (some containers) still lets CAP_NET_ADMIN set a device's conf.
+      const refused = err instanceof OsError && ["EROFS", "EACCES", "EPERM"].includes(err.code);
+      if (!overNetlink || !refused) throw err;
+      overNetlink();
+    }
   }
 }
 

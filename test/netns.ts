@@ -34,6 +34,7 @@ const IP6TABLES = "/usr/sbin/ip6tables";
 const CAT = "/usr/bin/cat";
 const TIMEOUT = "/usr/bin/timeout";
 const TEE = "/usr/bin/tee";
+const SH = "/bin/sh";
 /** A plugin run that takes longer is a hang: fail it rather than the whole suite's time limit. */
 const PLUGIN_TIMEOUT_S = 30;
 const REFERENCE_DIR = "/usr/lib/cni";
@@ -124,6 +125,8 @@ export interface CniCall {
   ifname?: string;
   /** More variables on top of the CNI ones. */
   env?: Record<string, string>;
+  /** Runs the plugin with /proc/sys read-only, as in some containers. */
+  readOnlyProcSys?: boolean;
 }
 
 /** Runs a command (not a plugin), failing with its stderr when it exits non-zero. */
@@ -233,6 +236,14 @@ export class Lab {
         "netns",
         "exec",
         this.host,
+        // `ip netns exec` gives the plugin a mount namespace of its own: the remount stays there.
+        ...(call.readOnlyProcSys
+          ? [
+            SH,
+            "-c",
+            '/usr/bin/mount --bind /proc/sys /proc/sys && /usr/bin/mount -o remount,bind,ro /proc/sys && exec "$0"',
+          ]
+          : []),
         this.pluginFile(String(conf.type)),
       ],
       env: {

@@ -305,6 +305,34 @@ kernelTest(
 );
 
 kernelTest(
+  "bridge + portmap with /proc/sys read-only: ADD works, the sysctls go over netlink",
+  async (lab, v) => {
+    const chain = lab.netconf(v, {
+      type: "cnichain",
+      capabilities: { portMappings: true },
+      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "tcp" }] },
+      plugins: [
+        { type: "bridge", ipam: lab.hostLocal([[{ subnet: "10.22.0.0/24" }]]) },
+        { type: "portmap", capabilities: { portMappings: true } },
+      ],
+    });
+    const pod = await lab.addPod();
+    const out = await lab.cni("ADD", chain, { pod, readOnlyProcSys: true });
+    const result = assertOk(out, "ADD") as unknown as Result;
+    const port = result.interfaces![1].name;
+    // route_localnet for 127.0.0.1:hostPort, over netlink; the port's IPv6 stays on (harmless).
+    assert.equal(await sysctl(lab.host, `net/ipv4/conf/${BRIDGE}/route_localnet`), "1");
+    assert.equal(await sysctl(lab.host, `net/ipv6/conf/${port}/disable_ipv6`), "0");
+    assertOk(
+      await lab.cni("DEL", { ...chain, prevResult: result }, { pod, readOnlyProcSys: true }),
+      "DEL",
+    );
+    assert.equal(await link(lab.host, port), undefined, "DEL removes the host veth");
+  },
+  { only: "cnichain" },
+);
+
+kernelTest(
   "bridge: a second ADD of the same ifname fails and leaves the first attachment working",
   async (lab, v) => {
     const before = await snapshot(lab.host);

@@ -189,7 +189,10 @@ function withoutIpv6(host: Netns, port: string): void {
   try {
     host.writeSysctl(`net/ipv6/conf/${port}/disable_ipv6`, "1");
   } catch (err) {
-    if (!(err instanceof OsError && err.code === "ENOENT")) throw err; // a kernel without IPv6
+    // A kernel without IPv6, or a read-only /proc/sys: the port works all the same.
+    if (!(err instanceof OsError && ["ENOENT", "EROFS", "EACCES", "EPERM"].includes(err.code))) {
+      throw err;
+    }
   }
 }
 
