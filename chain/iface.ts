@@ -113,12 +113,12 @@ export function defaultGateway(cidr: Cidr): string {
   return formatIp(offset(networkOf(cidr).ip, 1n)!);
 }
 
-/** Runs the IPAM plugin for ADD; its result must carry at least one address. */
 /** Throws what the IPAM plugin's ADD would refuse in this invocation's inputs (built-ins only). */
 export function ipamPreflight(inv: Invocation, type: string): void {
   inv.context.registry.get(type)?.preflight?.(inv);
 }
 
+/** Runs the IPAM plugin for ADD; its result must carry at least one address. */
 export async function ipamAdd(inv: Invocation, type: string): Promise<Result> {
   const result = await inv.delegate(type, "ADD", inv.conf.raw);
   if (!result?.ips?.length) {

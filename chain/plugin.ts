@@ -44,7 +44,7 @@ export interface Plugin {
   /**
    * Throws what ADD would refuse in the invocation's own inputs (CNI_ARGS, `args`,
    * `runtimeConfig`), changing nothing. A plugin that delegates to this one after changing the
-   * node (bridge, ptp: links first, then IPAM) asks first, so that bad input changes nothing.
+   * node (bridge: links first, then IPAM) asks first, so that bad input changes nothing.
    */
   preflight?(inv: Invocation): void;
   add(inv: Invocation): Promise<Result>;
