@@ -225,6 +225,9 @@ function readFile(path: string, what: string): Uint8Array {
   }
 }
 
+/** The longest `#!` line Linux reads whole (BINPRM_BUF_SIZE, 256 bytes with its newline). */
+export const SHEBANG_MAX = 255;
+
 const BUNDLE_SHEBANG = /^(#!\/usr\/bin\/env -S (?:[A-Z_]+=\S* )*)(\/\S+)( run .*)$/;
 
 /** This program's own file, with its first line naming `deno` instead of the Deno that built it. */
@@ -242,7 +245,16 @@ function programWithDeno(deno: string): Uint8Array {
       `${Deno.mainModule} is not the bundled program: run ${"`deno task bundle`"} first, then dist/cnichain install`,
     );
   }
-  return new TextEncoder().encode(`${m[1]}${deno}${m[3]}${text.slice(newline)}`);
+  const line = `${m[1]}${deno}${m[3]}`;
+  const bytes = new TextEncoder().encode(line).length;
+  if (bytes > SHEBANG_MAX) {
+    // The kernel would cut the line, and with it the flags: every run would fail.
+    throw new UsageError(
+      `--deno ${quote(deno)}: makes the program's #! line ${bytes} bytes long; Linux reads ` +
+        `${SHEBANG_MAX} at most (give a path ${bytes - SHEBANG_MAX} bytes shorter)`,
+    );
+  }
+  return new TextEncoder().encode(`${line}${text.slice(newline)}`);
 }
 
 function checked(doc: unknown, what: string): void {

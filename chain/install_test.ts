@@ -86,7 +86,7 @@ Deno.test("install: program, Deno and the default conflist; the installed progra
     const program = await Deno.readTextFile(`${dir}/bin/cnichain`);
     assert.equal(
       program.slice(0, program.indexOf("\n")),
-      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run --allow-all --no-config --no-lock --quiet --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--no-sparkplug,--regexp-tier-up-ticks=1000`,
+      `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${dir}/rt/deno run -A --no-config --no-lock -q --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--no-sparkplug,--regexp-tier-up-ticks=1000`,
     );
     assert.equal(program.slice(program.indexOf("\n")), PROGRAM_BODY);
     assert.equal(mode(`${dir}/bin/cnichain`), 0o755);
@@ -250,6 +250,8 @@ Deno.test("install: bad options name the option and value, exit 2 and write noth
       [["--deno", `${dir}/bin/cnichain`], /--deno ".*\/bin\/cnichain": is where the program/],
       [["--link", "ptp", "--deno", `${dir}/bin/ptp`], /is where the program or one of its links/],
       [["--deno", dir], /--deno ".*": is a directory/],
+      // Linux would cut the #! line, and the program's flags with it.
+      [["--deno", `/opt/${"d".repeat(120)}/deno`], /makes the program's #! line \d+ bytes long/],
     ];
     for (const [extra, message] of cases) {
       const r = await install([...base, ...extra]);

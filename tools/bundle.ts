@@ -11,6 +11,7 @@ import { featureFacts } from "../chain/nft_state.ts";
 import { MASQUERADE } from "../chain/masquerade.ts";
 import { PORTMAP } from "../chain/plugins/portmap/mod.ts";
 import { POLICY } from "../chain/plugins/policy/rules.ts";
+import { SHEBANG_MAX } from "../chain/install.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const deno = Deno.env.get("DENO_BIN") ?? Deno.execPath();
@@ -108,9 +109,14 @@ if (wasm) trailer += `${trailerComment(WASM_TRAILER, wasm)}\n`;
 // --regexp-tier-up-ticks=1000: V8 compiles a regular expression to machine code on its second
 // use by default; a plugin run uses dozens of them a few times each, and interpreting them is
 // cheaper than compiling (ADD 4.37 -> 4.20 ms in-process, median of 25 interleaved).
-const shebang = `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${deno} run --allow-all --no-config ` +
-  `--no-lock --quiet --ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,` +
-  `--no-sparkplug,--regexp-tier-up-ticks=1000\n`;
-await Deno.writeTextFile(out, shebang + body + trailer, { mode: 0o755 });
+// Short flags (-A, -q): Linux reads 255 bytes of the line (SHEBANG_MAX), Deno's path included.
+const shebang =
+  `#!/usr/bin/env -S DENO_NO_UPDATE_CHECK=1 ${deno} run -A --no-config --no-lock -q ` +
+  `--ext=js --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--no-sparkplug,` +
+  `--regexp-tier-up-ticks=1000`;
+if (new TextEncoder().encode(shebang).length > SHEBANG_MAX) {
+  throw new Error(`bundle: Deno's path ${deno} makes the #! line longer than ${SHEBANG_MAX} bytes`);
+}
+await Deno.writeTextFile(out, `${shebang}\n${body}${trailer}`, { mode: 0o755 });
 await Deno.chmod(out, 0o755);
 console.error(`wrote ${out} (runs with ${deno})`);
