@@ -251,7 +251,9 @@ function programWithDeno(deno: string): Uint8Array {
     // The kernel would cut the line, and with it the flags: every run would fail.
     throw new UsageError(
       `--deno ${quote(deno)}: makes the program's #! line ${bytes} bytes long; Linux reads ` +
-        `${SHEBANG_MAX} at most (give a path ${bytes - SHEBANG_MAX} bytes shorter)`,
+        `${SHEBANG_MAX} at most (a path of ${
+          new TextEncoder().encode(deno).length - (bytes - SHEBANG_MAX)
+        } bytes at most)`,
     );
   }
   return new TextEncoder().encode(`${line}${text.slice(newline)}`);
