@@ -113,6 +113,25 @@ export function defaultGateway(cidr: Cidr): string {
   return formatIp(offset(networkOf(cidr).ip, 1n)!);
 }
 
+/**
+ * Turns IPv6 off on the host end of a veth before it comes up, where it needs none of its own (a
+ * bridge port; a routed veth of a pod without IPv6). With IPv6 on, each such end got a link-local
+ * address and three routes in the host's IPv6 table, which the kernel walks on every link change,
+ * and sent DAD and MLD packets (a bridge floods them to every pod). With 500 pods on a bridge
+ * that was most of the kernel's work an ADD (5 ms of it in kernel workers here), growing with
+ * every pod.
+ */
+export function withoutIpv6(host: Netns, name: string): void {
+  try {
+    host.writeSysctl(`net/ipv6/conf/${name}/disable_ipv6`, "1");
+  } catch (err) {
+    // A kernel without IPv6, or a read-only /proc/sys: the link works all the same.
+    if (!(err instanceof OsError && ["ENOENT", "EROFS", "EACCES", "EPERM"].includes(err.code))) {
+      throw err;
+    }
+  }
+}
+
 /** Throws what the IPAM plugin's ADD would refuse in this invocation's inputs (built-ins only). */
 export function ipamPreflight(inv: Invocation, type: string): void {
   inv.context.registry.get(type)?.preflight?.(inv);

@@ -34,6 +34,7 @@ import {
   requestedMac,
   requireNetns,
   stateDirOf,
+  withoutIpv6,
 } from "../../iface.ts";
 import { addMasquerade, delMasquerade, hasMasquerade } from "../../masquerade.ts";
 
@@ -178,24 +179,6 @@ function sameNet(
   return mask(a.ip.value) === mask(b.ip.value);
 }
 
-/**
- * Turns IPv6 off on a bridge port before it comes up. A port only carries frames: the bridge
- * holds the gateway addresses. With IPv6 on, each port got a link-local address and routes in
- * the host's IPv6 table (three a pod), and sent DAD and MLD packets that the bridge floods to
- * every pod; the kernel walks that table on each link change. With 500 pods this was most of
- * the kernel's work an ADD (5 ms of it in kernel workers here) and grew with every pod.
- */
-function withoutIpv6(host: Netns, port: string): void {
-  try {
-    host.writeSysctl(`net/ipv6/conf/${port}/disable_ipv6`, "1");
-  } catch (err) {
-    // A kernel without IPv6, or a read-only /proc/sys: the port works all the same.
-    if (!(err instanceof OsError && ["ENOENT", "EROFS", "EACCES", "EPERM"].includes(err.code))) {
-      throw err;
-    }
-  }
-}
-
 async function add(inv: Invocation): Promise<Result> {
   const cfg = parse(inv);
   const mac = requestedMac(inv);
@@ -222,6 +205,7 @@ async function add(inv: Invocation): Promise<Result> {
     }
     const { link: hostVeth, peer: cont } = pair;
     undo.push(() => host.deleteLink(hostVeth.index));
+    // A port carries frames: the bridge holds the gateways.
     withoutIpv6(host, hostVeth.name);
     host.setLink(hostVeth.index, { master: bridge.index, up: true });
     if (cfg.hairpinMode) host.setHairpin(hostVeth.index, true);

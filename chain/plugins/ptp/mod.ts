@@ -29,6 +29,7 @@ import {
   requestedMac,
   requireNetns,
   stateDirOf,
+  withoutIpv6,
 } from "../../iface.ts";
 import { addMasquerade, delMasquerade } from "../../masquerade.ts";
 
@@ -75,6 +76,8 @@ async function add(inv: Invocation): Promise<Result> {
       peerMac: mac,
     });
     undo.push(() => host.deleteLink(hostVeth.index));
+    // Without an IPv6 address to route, the host end needs no IPv6 (see withoutIpv6).
+    if (!ips.some((ip) => ip.address.includes(":"))) withoutIpv6(host, hostVeth.name);
     host.setLink(hostVeth.index, { up: true });
     configureInterface(ns, cont, ips, routes);
     // Two addresses may share a gateway: its on-link route is made once.

@@ -82,6 +82,14 @@ async function assertAttached(lab: Lab, result: Result, podPath: string, version
   assert.equal(await sysctl(lab.host, "net/ipv4/ip_forward"), "1", "ptp enables forwarding");
 
   const hostAddrs = await addresses(lab.host, hostVeth.name);
+  if (MODE === "cnichain") {
+    // An IPv4 pod's routed veth needs no IPv6 at the host end: no link-local address, no routes.
+    assert.equal(await sysctl(lab.host, `net/ipv6/conf/${hostVeth.name}/disable_ipv6`), "1");
+    assert.ok(
+      hostAddrs.every((a) => a.family === "inet"),
+      `IPv4 only: ${JSON.stringify(hostAddrs)}`,
+    );
+  }
   assert.ok(
     hostAddrs.some((a) => a.local === GATEWAY && a.prefixlen === 32),
     `the host veth holds the gateway as /32: ${JSON.stringify(hostAddrs)}`,
