@@ -12,7 +12,7 @@ import type { GcInvocation, Invocation } from "./plugin.ts";
 import { combineErrors } from "./runner.ts";
 import { delMasquerade, gcMasquerade } from "./masquerade.ts";
 import { OsError } from "../ffi/libc.ts";
-import { IFA_F_NODAD, type Link, type Netns, NetnsMissing } from "./kernel.ts";
+import { IFA_F_NODAD, type Link, type Netns, NetnsMissing, sysctlRefused } from "./kernel.ts";
 import { Findings, readCidr, readList } from "./spec/fields.ts";
 import { DEFAULT_STATE_DIR } from "./plugins/cnichain/mod.ts";
 import { randomHex32 } from "./hash.ts";
@@ -126,9 +126,7 @@ export function withoutIpv6(host: Netns, name: string): void {
     host.writeSysctl(`net/ipv6/conf/${name}/disable_ipv6`, "1");
   } catch (err) {
     // A kernel without IPv6, or a read-only /proc/sys: the link works all the same.
-    if (!(err instanceof OsError && ["ENOENT", "EROFS", "EACCES", "EPERM"].includes(err.code))) {
-      throw err;
-    }
+    if (!(err instanceof OsError && err.code === "ENOENT") && !sysctlRefused(err)) throw err;
   }
 }
 

@@ -124,6 +124,11 @@ export class NetnsMissing extends Error {
   }
 }
 
+/** Whether a sysctl write failed because /proc/sys is read-only or closed to this process. */
+export function sysctlRefused(err: unknown): boolean {
+  return err instanceof OsError && ["EROFS", "EACCES", "EPERM"].includes(err.code);
+}
+
 function sysctlPath(key: string): string {
   // Components may be any interface name Linux allows (`br+1`, `vlan@x`), never a way out.
   const parts = key.split("/");
@@ -322,8 +327,7 @@ class RealNetns implements Netns {
       write();
     } catch (err) {
       // A read-only /proc/sys (some containers) still lets CAP_NET_ADMIN set a device's conf.
-      const refused = err instanceof OsError && ["EROFS", "EACCES", "EPERM"].includes(err.code);
-      if (!overNetlink || !refused) throw err;
+      if (!overNetlink || !sysctlRefused(err)) throw err;
       overNetlink();
     }
   }

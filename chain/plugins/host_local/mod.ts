@@ -233,9 +233,12 @@ async function gc(inv: GcInvocation): Promise<void> {
 
 export const hostLocalPlugin: Plugin = {
   validate: ipamProblems,
-  // The addresses asked for: well formed, each in a range set, one per set.
-  preflight: (inv) =>
-    void assignRequests(parseHostLocal(inv.conf).sets, requestedIps(inv.conf, inv.env)),
+  // The addresses asked for: well formed, each in a range set, one per set. Most ADDs ask for
+  // none, and then the config (checked before the chain ran) need not be parsed again.
+  preflight: (inv) => {
+    const requests = requestedIps(inv.conf, inv.env);
+    if (requests.length) assignRequests(parseHostLocal(inv.conf).sets, requests);
+  },
   add,
   del,
   check,
