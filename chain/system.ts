@@ -91,6 +91,22 @@ export function isTempName(name: string): boolean {
 }
 
 /**
+ * Whether the process that made temporary file `name` still runs (its pid is in the name), so
+ * the file may be a write in progress rather than a killed writer's. A reused pid only keeps a
+ * left-over file until a later sweep.
+ */
+export function tempWriterRunning(name: string): boolean {
+  const pid = /\.tmp-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+  if (pid === undefined) return false;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The names in `dir`, after removing the temporary files that writers killed
  * before their rename or link left there. Call it holding the lock every
  * writer of `dir` takes: a temporary file seen then has no live writer.

@@ -61,6 +61,33 @@ Deno.test({
 });
 
 Deno.test({
+  name: "GC leaves the result copy an ADD is still saving, and a valid attachment's to its DEL",
+  ignore: !IS_ROOT || MODE !== "cnichain",
+  fn: async () => {
+    await withLab(async (lab) => {
+      const net = new ChainNet(lab, { subnet: "10.93.0.0/24" });
+      const [b, gone] = await net.addSlots(2);
+      await net.warmUp(b);
+      assert.equal((await net.add(b)).code, 0);
+      const results = `${lab.stateDir}/results`;
+      // An ADD of `gone` half-way through writing its copy: its writer (this test) still runs.
+      const saving = `${results}/.rel-${gone.id}-eth0.tmp-${Deno.pid}-3f`;
+      await Deno.writeTextFile(saving, '{"cniVersion":"1.1.0","networkNa');
+      // A killed ADD's copy of b, which the runtime still lists: b's DEL clears it.
+      const killed = `${results}/.rel-${b.id}-eth0.tmp-99999-4f`;
+      await Deno.writeTextFile(killed, "{}");
+      assert.equal((await net.gc([b])).code, 0);
+      for (const path of [saving, killed]) {
+        assert.ok(await Deno.stat(path).then(() => true, () => false), `${path} is kept`);
+      }
+      await Deno.remove(saving);
+      assert.equal((await net.del(b)).code, 0);
+      await net.assertState([], "after the DEL of b");
+    });
+  },
+});
+
+Deno.test({
   name:
     "a DEL killed after the last record went, before the table was retired: the retried DEL retires it",
   ignore: !IS_ROOT || MODE !== "cnichain",

@@ -28,7 +28,7 @@ import {
 } from "../../runner.ts";
 import type { CheckContext, GcInvocation, Invocation, Plugin } from "../../plugin.ts";
 import { FileLog, LOG_LEVELS, type LogLevel } from "../../log.ts";
-import { isTempName, removeWithTemps } from "../../system.ts";
+import { isTempName, removeWithTemps, tempWriterRunning } from "../../system.ts";
 import { fanOut } from "../../observe.ts";
 import { shortHash } from "../../hash.ts";
 import { resultFileName } from "../../libcni_cache.ts";
@@ -277,12 +277,17 @@ export function chainPlugin(check: EntryCheck): Plugin {
           failure = err;
         }
         // Forget cached results of attachments the runtime no longer knows.
-        const keep = new Set(inv.validAttachments.map((a) => `${a.containerID}\0${a.ifname}`));
+        const keep = new Set(
+          inv.validAttachments.map((a) => resultFileName(cfg.chain.name, a.containerID, a.ifname)),
+        );
         const dir = `${cfg.stateDir}/results`;
         for (const file of await inv.system.files.list(dir)) {
-          // A killed writer's temporary copy: whole, or (killed mid-write) naming no network.
+          // GC takes no attachment's lock, so a temporary copy may be one an ADD is saving right
+          // now: only a gone writer's copy is left over (a killed ADD's, whole or half-written).
           const temp = isTempName(file);
-          if (!file.startsWith(temp ? `.${cfg.chain.name}-` : `${cfg.chain.name}-`)) continue;
+          const name = temp ? file.slice(1, file.lastIndexOf(".tmp-")) : file;
+          if (keep.has(name) || !name.startsWith(`${cfg.chain.name}-`)) continue;
+          if (temp && tempWriterRunning(file)) continue;
           const bytes = await inv.system.files.read(`${dir}/${file}`);
           let saved: unknown;
           try {
@@ -291,10 +296,9 @@ export function chainPlugin(check: EntryCheck): Plugin {
             saved = undefined;
           }
           const network = isObject(saved) ? saved.networkName : undefined;
+          // Another network's whose name starts like ours; a half-written copy names none.
           if (network === undefined ? !temp : network !== cfg.chain.name) continue;
-          if (!isObject(saved) || !keep.has(`${saved.containerId}\0${saved.ifName}`)) {
-            await inv.system.files.remove(`${dir}/${file}`);
-          }
+          await inv.system.files.remove(`${dir}/${file}`);
         }
         if (failure) throw failure;
       }),
