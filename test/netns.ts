@@ -39,7 +39,6 @@ const SH = "/bin/sh";
 const PLUGIN_TIMEOUT_S = 30;
 const REFERENCE_DIR = "/usr/lib/cni";
 const NETNS_DIR = "/var/run/netns";
-/** The names the bundle answers to as a single plugin. */
 
 export type Mode = "reference" | "cnichain";
 

@@ -337,10 +337,8 @@ export function requestedIps(conf: NetConf, env: CniEnv): Request[] {
   const given: { field: string; value: unknown }[] = [];
   const envIp = cniArg(env.argPairs, "IP");
   if (envIp !== undefined && envIp !== "") given.push({ field: "CNI_ARGS IP", value: envIp });
-  const cni = conf.args.cni;
-  if (cni !== undefined && cni !== null && !isObject(cni)) {
-    throw invalidConfig("args.cni", "must be an object", cni);
-  }
+  // Any other type was refused with the config (parseNetConf).
+  const cni = isObject(conf.args.cni) ? conf.args.cni : undefined;
   const lists: [string, unknown][] = [["args.cni.ips", cni?.ips], [
     "runtimeConfig.ips",
     conf.runtimeConfig.ips,

@@ -116,10 +116,8 @@ function parseStatic(inv: Invocation): StaticConfig {
   const cfg = readIpam(f, conf.raw.ipam, "");
   f.throwFirst();
   cfg.addresses.push(...envAddresses(inv.env));
-  const cni = conf.args.cni;
-  if (cni !== undefined && cni !== null && !isObject(cni)) {
-    throw invalidConfig("args.cni", "must be an object", cni);
-  }
+  // Any other type was refused with the config (parseNetConf).
+  const cni = isObject(conf.args.cni) ? conf.args.cni : undefined;
   // As in the reference plugin, either list replaces every address given before it.
   const argsIps = cni?.ips;
   if (Array.isArray(argsIps) && argsIps.length) {
