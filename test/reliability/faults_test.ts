@@ -43,6 +43,7 @@ Deno.test({
       await plant("nft/masquerade", record(a));
       await plant("nft/portmap", record(gone));
       await plant("policy/pods", record(a));
+      await plant("policy/engine", "e2ed4dcc"); // an engine memo: nobody's, and b stays
       assert.equal((await net.del(a)).code, 0);
       await net.assertState([b], "after the DEL of a");
       // An ADD killed while saving its result, whose DEL never comes: GC's to collect.
@@ -52,6 +53,7 @@ Deno.test({
       );
       await plant("results", `rel-${gone.id}-eth0`);
       await plant("nft/masquerade", record(gone));
+      await plant("policy/engine", "6115ad9e");
       assert.equal((await net.gc([b])).code, 0);
       await net.assertState([b], "after a GC keeping b");
       assert.equal((await net.del(b)).code, 0);

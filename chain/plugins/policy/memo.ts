@@ -100,6 +100,15 @@ export class EngineMemo {
     }
   }
 
+  /**
+   * Removes the temporary files of writers killed before their rename (the caller holds the
+   * nftables lock). Otherwise a hit memo never writes again, and with pods always on the node
+   * they would pile up: each killed ADD can leave one.
+   */
+  async sweep(): Promise<void> {
+    await listSwept(this.files, memoDir(this.stateDir));
+  }
+
   /** Forgets everything (when the last pod goes; the caller holds the nftables lock). */
   async forget(): Promise<void> {
     const dir = memoDir(this.stateDir);

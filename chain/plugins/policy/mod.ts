@@ -423,11 +423,15 @@ function addressSetTypes(elements: { set: string }[]): Map<string, SetType> {
   ]));
 }
 
-/** Without pods left, the policy chain, maps and selector sets go (and the table if nothing else is in it). */
+/**
+ * Without pods left, the policy chain, maps and selector sets go (and the table if nothing else
+ * is in it); with pods left, only what killed memo writers left.
+ */
 async function retireIfUnused(system: System, stateDir: string): Promise<void> {
+  const memo = new EngineMemo(system.files, stateDir);
   // Under the lock, so a temporary record seen here is a killed writer's: it must not keep the table.
-  if ((await listSwept(system.files, registryDir(stateDir))).length) return;
-  await new EngineMemo(system.files, stateDir).forget();
+  if ((await listSwept(system.files, registryDir(stateDir))).length) return await memo.sweep();
+  await memo.forget();
   const lines = unusedLines(system);
   if (lines.length) system.kernel.nft(lines.join("\n"));
 }
