@@ -505,7 +505,10 @@ export class ChainNet {
     }
   }
 
-  /** Throws with every problem and the ruleset when the lab does not match `live`. */
+  /**
+   * Throws with every problem and the ruleset when the lab does not match `live`. The problems
+   * come last too: a CI log keeps only the tail of a failure.
+   */
   async assertState(
     live: readonly PodSlot[],
     what: string,
@@ -516,14 +519,13 @@ export class ChainNet {
     if (problems.length === 0) return;
     if (fig) fig.leaks += problems.length;
     const tree = await listTree(this.lab.stateDir);
+    const summary = `${what}: ${problems.length} problems with ${live.length} live attachments (${
+      live.map((s) => s.id).join(" ")
+    }):\n  ${problems.join("\n  ")}`;
     throw new Error(
-      `${what}: ${problems.length} problems with ${live.length} live attachments (${
-        live.map((s) => s.id).join(" ")
-      }):\n  ${problems.join("\n  ")}\n--- state dir:\n  ${
-        tree.join("\n  ")
-      }\n--- nft:\n${await nftRulesetText(
+      `${summary}\n--- state dir:\n  ${tree.join("\n  ")}\n--- nft:\n${await nftRulesetText(
         this.lab.host,
-      )}`,
+      )}\n--- again, ${summary}`,
     );
   }
 }
